@@ -1,0 +1,1 @@
+"""exectrack consumer: folds execution events into MySQL rows."""

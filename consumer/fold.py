@@ -1,0 +1,214 @@
+"""The fold: a set of execution events -> one ``report_executions`` row. Pure, no I/O.
+
+CONTRACT.md defines the row as a function of the SET of distinct events of an
+execution, whatever the order, duplication or batching. Each field is a
+last-writer-wins register ordered by the event order key
+
+    K = (rank, sequence or -1, time, id)
+
+so the state kept per execution is, for each field, the value and the K of the
+event that supplied it (plus the status, and the smallest and greatest event
+time). Merging two states field by field with max-by-K is associative,
+commutative and idempotent, which is exactly what makes the result independent
+of order, duplicates and batch boundaries (tests/unit/test_fold_properties.py).
+
+The database keeps that state: the values are the row's columns, the K's are
+the compact ``fold_keys`` JSON column (docs/schema.md), so a batch can merge
+into an existing row without any event history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from producer.events import (
+    MAX_TIME,
+    TERMINAL_STATUSES,
+    ExecutionEvent,
+    ExecutionStatus,
+)
+
+OrderKey = tuple[int, int, datetime, str]
+
+# Fields an event may carry; each is merged on its own (report_id is required on
+# every event, so its winner is the overall greatest K).
+CARRIED_FIELDS: tuple[str, ...] = (
+    "report_id",
+    "trigger_type",
+    "started_by",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "records_processed",
+    "output_size_bytes",
+    "execution_parameters",
+    "result_summary",
+    "error_details",
+    "output_location",
+    "retention_until",
+)
+STATUS = "status"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
+
+
+@dataclass(slots=True)
+class ExecutionFold:
+    """The merge state of one execution: per-field (K, value), status, time bounds."""
+
+    execution_id: str
+    status: ExecutionStatus
+    status_key: OrderKey
+    first_time: datetime
+    last_time: datetime
+    values: dict[str, tuple[OrderKey, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, event: ExecutionEvent) -> ExecutionFold:
+        fold = cls(
+            execution_id=event.data.execution_id,
+            status=event.status,
+            status_key=event.order_key,
+            first_time=event.time,
+            last_time=event.time,
+        )
+        fold._take_fields(event)
+        return fold
+
+    def add(self, event: ExecutionEvent) -> None:
+        """Merge one event into this state (in place)."""
+        key = event.order_key
+        if key > self.status_key:
+            self.status, self.status_key = event.status, key
+        self.first_time = min(self.first_time, event.time)
+        self.last_time = max(self.last_time, event.time)
+        self._take_fields(event)
+
+    def _take_fields(self, event: ExecutionEvent) -> None:
+        key = event.order_key
+        data = event.data
+        values = self.values
+        for name in CARRIED_FIELDS:
+            value = getattr(data, name)
+            if value is not None:
+                current = values.get(name)
+                if current is None or key > current[0]:
+                    values[name] = (key, value)
+
+    def merge(self, other: ExecutionFold) -> None:
+        """Join another state of the same execution into this one (in place)."""
+        if other.status_key > self.status_key:
+            self.status, self.status_key = other.status, other.status_key
+        self.first_time = min(self.first_time, other.first_time)
+        self.last_time = max(self.last_time, other.last_time)
+        for name, (key, value) in other.values.items():
+            current = self.values.get(name)
+            if current is None or key > current[0]:
+                self.values[name] = (key, value)
+
+    def value(self, name: str) -> Any:
+        found = self.values.get(name)
+        return None if found is None else found[1]
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def duration_ms(self) -> int | None:
+        """Carried if any event carried it, else derived from the two times."""
+        carried = self.value("duration_ms")
+        if carried is not None:
+            return int(carried)
+        start, end = self.value("start_time"), self.value("end_time")
+        if start is not None and end is not None and end >= start:
+            return int((end - start) // ONE_MS)
+        return None
+
+    def retention_until(self, period: timedelta | None) -> datetime | None:
+        """Explicit override if carried; else, once terminal, (end_time or the
+        terminal event's time) + period. ``period=None`` means no expiry (a hold)."""
+        explicit = self.value("retention_until")
+        if explicit is not None:
+            return explicit  # type: ignore[no-any-return]
+        if not self.terminal or period is None:
+            return None
+        base: datetime = self.value("end_time") or self.status_key[2]
+        try:
+            until = base + period
+        except OverflowError:
+            return MAX_TIME
+        return min(until, MAX_TIME)  # the column is a TIMESTAMP: saturate at its end
+
+    def to_row(self, retention_period: timedelta | None) -> dict[str, Any]:
+        """The ``report_executions`` columns (without ``id``)."""
+        row: dict[str, Any] = {name: self.value(name) for name in CARRIED_FIELDS}
+        row.update(
+            execution_id=self.execution_id,
+            status=self.status,
+            duration_ms=self.duration_ms(),
+            retention_until=self.retention_until(retention_period),
+            created_at=self.first_time,
+            last_event_at=self.last_time,
+            fold_keys=encode_keys(self),
+        )
+        return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ExecutionFold:
+        """Rebuild the state from a stored row (inverse of ``to_row`` for the state)."""
+        keys = decode_keys(row["fold_keys"])
+        fold = cls(
+            execution_id=row["execution_id"],
+            status=ExecutionStatus(row["status"]),
+            status_key=keys.pop(STATUS),
+            first_time=row["created_at"],
+            last_time=row["last_event_at"],
+        )
+        fold.values = {name: (key, row[name]) for name, key in keys.items()}
+        return fold
+
+
+def _encode_key(key: OrderKey) -> list[Any]:
+    rank, sequence, time, event_id = key
+    return [rank, sequence, (time - EPOCH) // timedelta(microseconds=1), event_id]
+
+
+def _decode_key(raw: list[Any]) -> OrderKey:
+    rank, sequence, micros, event_id = raw
+    return (int(rank), int(sequence), EPOCH + timedelta(microseconds=int(micros)), str(event_id))
+
+
+def encode_keys(fold: ExecutionFold) -> dict[str, Any]:
+    """Compact, deterministic JSON of the order keys: distinct keys once, fields by index.
+
+    ``{"k": [[rank, seq, time_us, id], ...], "f": {"status": 0, "report_id": 0, ...}}``
+    Most fields of an execution come from a handful of events, so this stays small.
+    """
+    by_field: dict[str, OrderKey] = {STATUS: fold.status_key}
+    by_field.update({name: key for name, (key, _) in fold.values.items()})
+    distinct = sorted(set(by_field.values()), reverse=True)
+    index = {key: i for i, key in enumerate(distinct)}
+    return {
+        "k": [_encode_key(key) for key in distinct],
+        "f": {name: index[key] for name, key in sorted(by_field.items())},
+    }
+
+
+def decode_keys(raw: Mapping[str, Any]) -> dict[str, OrderKey]:
+    distinct = [_decode_key(k) for k in raw["k"]]
+    return {name: distinct[i] for name, i in raw["f"].items()}
+
+
+def fold_events(events: list[ExecutionEvent]) -> dict[str, ExecutionFold]:
+    """Fold a batch of execution events into one state per execution_id."""
+    folds: dict[str, ExecutionFold] = {}
+    for event in events:
+        current = folds.get(event.data.execution_id)
+        if current is None:
+            folds[event.data.execution_id] = ExecutionFold.of(event)
+        else:
+            current.add(event)
+    return folds

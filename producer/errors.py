@@ -1,0 +1,80 @@
+"""Errors raised by exectrack, under one root with a ``retriable`` flag.
+
+::
+
+    Exception
+     └── ExectrackError                 retriable = False
+          ├── InvalidEvent(ValueError)   retriable = False  .reason, .detail
+          └── PublishError               retriable = True
+
+A loop needs exactly one decision per failure: try again, or give up on this
+message. Like aiokafka's ``KafkaError.retriable``, the flag on the class makes
+that decision, so callers catch ``ExectrackError`` and read ``retriable``
+instead of enumerating subclasses. ``InvalidEvent`` is never retriable: the
+same bytes fail the same way forever, so the consumer sends them to the
+dead-letter topic with ``reason`` as a header. It also inherits ``ValueError``
+because it is a bad-input error to any code that does not know exectrack.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["ExectrackError", "InvalidEvent", "InvalidReason", "PublishError"]
+
+
+class InvalidReason(StrEnum):
+    """Why a message is not a valid event: a short, stable, machine code.
+
+    The values travel in dead-letter headers and metric labels, so they are
+    part of the contract: add new ones, never rename.
+    """
+
+    NOT_UTF8 = "not_utf8"
+    """The value or a ``ce_*`` header is not valid UTF-8."""
+    NOT_JSON = "not_json"
+    """Not parseable JSON (includes NaN, Infinity and nesting over 1024 levels)."""
+    NOT_CLOUDEVENT = "not_cloudevent"
+    """Missing or invalid envelope attribute, wrong ``specversion``, no ``data`` object."""
+    UNKNOWN_TYPE = "unknown_type"
+    """``type`` is a string this version does not know."""
+    INVALID_FIELD = "invalid_field"
+    """A ``data`` field breaks its rule (type, range, length, enum)."""
+    NAIVE_TIMESTAMP = "naive_timestamp"
+    """A time without a UTC offset: its instant is unknowable."""
+    TIME_OUT_OF_RANGE = "time_out_of_range"
+    """A time outside what MySQL ``TIMESTAMP(6)`` can store (1970..2038)."""
+    KEY_MISMATCH = "key_mismatch"
+    """Kafka key or ``subject`` differs from ``data.execution_id`` / ``data.report_id``."""
+    TOO_LARGE = "too_large"
+    """Message over 1 MiB, or a JSON field over 64 KiB serialized."""
+
+
+class ExectrackError(Exception):
+    """Root of every error exectrack raises on purpose."""
+
+    retriable: bool = False
+    """True when the same operation may succeed later (broker or network trouble)."""
+
+
+class InvalidEvent(ExectrackError, ValueError):
+    """A message (or constructor input) breaks the event contract.
+
+    ``reason`` is one ``InvalidReason`` (for machines: DLQ headers, metrics);
+    ``detail`` names the field and the rule (for humans, at most ~500 chars).
+    """
+
+    def __init__(self, reason: InvalidReason | str, detail: str) -> None:
+        # args = (reason, detail) keeps the exception picklable across processes.
+        super().__init__(reason, detail)
+        self.reason = InvalidReason(reason)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+class PublishError(ExectrackError):
+    """The broker did not acknowledge an event; publishing it again may work."""
+
+    retriable = True

@@ -1,0 +1,148 @@
+"""Shared fixtures. Unit tests need none of these; integration tests get real services.
+
+Scopes follow the cost of things: the services and a fresh, migrated database
+per session; tables truncated and a fresh topic + consumer group per test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.db import migrate
+from consumer.db.engine import create_engine
+from consumer.settings import DatabaseSettings
+from tests.stack import Services, choose_backend, services
+
+TABLES = ("report_executions", "reports", "users")
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (
+        f"exectrack services backend: {choose_backend()} (EXECTRACK_TEST_BACKEND=auto|docker|local)"
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest) -> Iterator[Services]:
+    with services(choose_backend()) as found:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(found.describe())
+        yield found
+
+
+def database_url_for(server_url: str, database: str) -> str:
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
+
+
+async def create_database(server_url: str, name: str) -> None:
+    engine = create_engine(DatabaseSettings(), url=server_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            )
+    finally:
+        await engine.dispose()
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    engine = create_engine(DatabaseSettings(), url=server_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def scratch_database(stack: Services) -> AsyncIterator[str]:
+    """A fresh, empty database; returns its URL. Tests may migrate it as they like."""
+    name = f"exectrack_test_{uuid.uuid4().hex[:12]}"
+    await create_database(stack.database_url, name)
+    try:
+        yield database_url_for(stack.database_url, name)
+    finally:
+        await drop_database(stack.database_url, name)
+
+
+@pytest.fixture(scope="session")
+async def database_url(stack: Services) -> AsyncIterator[str]:
+    """A fresh database for the session, migrated to head."""
+    name = f"exectrack_test_{uuid.uuid4().hex[:12]}"
+    await create_database(stack.database_url, name)
+    url = database_url_for(stack.database_url, name)
+    try:
+        await migrate.upgrade(url)
+        yield url
+    finally:
+        await drop_database(stack.database_url, name)
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(DatabaseSettings(), url=database_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def db(engine: AsyncEngine) -> AsyncEngine:
+    """The session's engine on emptied tables."""
+    async with engine.begin() as conn:
+        await conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+        for table in TABLES:
+            await conn.execute(text(f"TRUNCATE TABLE {table}"))
+        await conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+    return engine
+
+
+@dataclass(frozen=True)
+class Topics:
+    bootstrap: str
+    topic: str
+    dlq: str
+    group_id: str
+    partitions: int
+
+
+@pytest.fixture
+async def topics(stack: Services) -> AsyncIterator[Topics]:
+    """A fresh topic (12 partitions), its dead-letter topic and a fresh consumer group."""
+    suffix = uuid.uuid4().hex[:10]
+    made = Topics(
+        bootstrap=stack.kafka_bootstrap,
+        topic=f"exectrack-test-{suffix}",
+        dlq=f"exectrack-test-{suffix}.dlq",
+        group_id=f"exectrack-test-{suffix}",
+        partitions=12,
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(made.topic, num_partitions=made.partitions, replication_factor=1),
+                NewTopic(made.dlq, num_partitions=1, replication_factor=1),
+            ]
+        )
+        yield made
+        await admin.delete_topics([made.topic, made.dlq])
+    finally:
+        await admin.close()

@@ -1,0 +1,55 @@
+"""An independent fold, written from CONTRACT.md's words, for tests to compare against.
+
+Deliberately naive: it keeps every event and recomputes from scratch, with no
+shared code with consumer.fold beyond the event model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from producer.events import MAX_TIME, ExecutionEvent
+
+FIELDS = (
+    "report_id",
+    "trigger_type",
+    "started_by",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "records_processed",
+    "output_size_bytes",
+    "execution_parameters",
+    "result_summary",
+    "error_details",
+    "output_location",
+    "retention_until",
+)
+TERMINAL = {"completed", "failed", "cancelled", "timeout"}
+
+
+def k(event: ExecutionEvent) -> tuple[int, int, datetime, str]:
+    seq = event.data.sequence
+    return (event.rank, -1 if seq is None else seq, event.time, event.id)
+
+
+def expected_row(events: list[ExecutionEvent], period: timedelta | None) -> dict[str, Any]:
+    """The row for a set of events of ONE execution (duplicates by id are ignored)."""
+    distinct = list({e.id: e for e in events}.values())
+    ordered = sorted(distinct, key=k)
+    top = ordered[-1]
+    row: dict[str, Any] = {"execution_id": top.data.execution_id, "status": top.status}
+    for name in FIELDS:
+        carriers = [e for e in ordered if getattr(e.data, name) is not None]
+        row[name] = getattr(carriers[-1].data, name) if carriers else None
+    if row["duration_ms"] is None:
+        start, end = row["start_time"], row["end_time"]
+        if start is not None and end is not None and end >= start:
+            row["duration_ms"] = (end - start) // timedelta(milliseconds=1)
+    if row["retention_until"] is None and top.status in TERMINAL and period is not None:
+        base = row["end_time"] if row["end_time"] is not None else top.time
+        row["retention_until"] = min(base + period, MAX_TIME)
+    row["created_at"] = min(e.time for e in distinct)
+    row["last_event_at"] = max(e.time for e in distinct)
+    return row
