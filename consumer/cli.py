@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+from typing import Any
 
 import click
+from sqlalchemy import select
 
 from consumer.db import migrate as migrations
+from consumer.db.engine import create_engine
+from consumer.db.repository import EXECUTIONS
+from consumer.fold import decode_keys
+from consumer.logs import configure_logging
+from consumer.service import run_service
 from consumer.settings import Settings
 
 
@@ -22,3 +31,51 @@ def migrate(revision: str) -> None:
     settings = Settings()
     click.echo(f"migrating {settings.database.display_url} to {revision}")
     asyncio.run(migrations.upgrade(settings.database.url.get_secret_value(), revision))
+
+
+@main.command()
+def consume() -> None:
+    """Run the consumer service until SIGTERM/SIGINT (then finish the batch, commit, leave)."""
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(_consume(settings))
+
+
+async def _consume(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_service(settings, stop=stop)
+
+
+@main.command()
+@click.argument("execution_id")
+def status(execution_id: str) -> None:
+    """Print an execution's row and which event supplied each field."""
+    settings = Settings()
+    found = asyncio.run(_status(settings, execution_id))
+    if found is None:
+        raise click.ClickException(
+            f"no execution {execution_id!r} in {settings.database.display_url}"
+        )
+    click.echo(json.dumps(found, indent=2, default=str))
+
+
+async def _status(settings: Settings, execution_id: str) -> dict[str, Any] | None:
+    engine = create_engine(settings.database)
+    try:
+        async with engine.connect() as conn:
+            query = select(EXECUTIONS).where(EXECUTIONS.c.execution_id == execution_id)
+            row = (await conn.execute(query)).mappings().first()
+    finally:
+        await engine.dispose()
+    if row is None:
+        return None
+    result = dict(row)
+    keys = decode_keys(result.pop("fold_keys"))
+    result["supplied_by"] = {
+        name: {"event_id": k[3], "rank": k[0], "sequence": k[1], "time": k[2].isoformat()}
+        for name, k in sorted(keys.items())
+    }
+    return result

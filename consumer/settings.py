@@ -10,11 +10,13 @@ then the defaults below, which match ``deploy/local``.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from consumer.retention import RetentionPolicy
 from producer.settings import KafkaSettings
 
 DEFAULT_DATABASE_URL = "mysql+aiomysql://exectrack:exectrack@127.0.0.1:3306/exectrack"
@@ -46,4 +48,20 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     database: DatabaseSettings = DatabaseSettings()
+    retention: RetentionPolicy = RetentionPolicy()
     group_id: str = "exectrack"
+
+    # the consume loop
+    batch_max_records: int = Field(default=5000, ge=1)
+    fetch_timeout_ms: int = Field(default=500, ge=1)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    db_retry_initial_s: float = Field(default=0.2, gt=0)
+    db_retry_max_s: float = Field(default=10.0, gt=0)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
+    # operability
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=8080, ge=0, le=65535)  # 0 disables the HTTP server
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"

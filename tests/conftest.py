@@ -21,6 +21,7 @@ from consumer.db import migrate
 from consumer.db.engine import create_engine
 from consumer.settings import DatabaseSettings
 from tests.stack import Services, choose_backend, services
+from tests.support.kafka import wait_for_leaders
 
 TABLES = ("report_executions", "reports", "users")
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -142,6 +143,7 @@ async def topics(stack: Services) -> AsyncIterator[Topics]:
                 NewTopic(made.dlq, num_partitions=1, replication_factor=1),
             ]
         )
+        await wait_for_leaders(stack.kafka_bootstrap, [made.topic, made.dlq])
         yield made
         await admin.delete_topics([made.topic, made.dlq])
     finally:

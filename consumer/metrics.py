@@ -1,0 +1,55 @@
+"""Prometheus metrics the consumer exports (``/metrics`` on the health port).
+
+Names are part of the operator contract (dashboards and alerts reference them;
+deploy/ tests check they exist): add, never rename.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "exectrack_events_consumed_total", "Kafka records read from the events topic."
+)
+EVENTS_APPLIED = Counter(
+    "exectrack_events_applied_total", "Valid events folded into committed database writes."
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "exectrack_events_dead_lettered_total",
+    "Records sent to the dead-letter topic, by reason.",
+    ["reason"],
+)
+EXECUTIONS_WRITTEN = Counter(
+    "exectrack_executions_written_total", "report_executions rows inserted or updated."
+)
+EXECUTIONS_SKIPPED_EXPIRED = Counter(
+    "exectrack_executions_skipped_expired_total",
+    "New executions not written because their retention_until had already passed.",
+)
+BATCH_SIZE = Histogram(
+    "exectrack_batch_size_events",
+    "Records per consumed batch.",
+    buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000),
+)
+BATCH_SECONDS = Histogram(
+    "exectrack_batch_duration_seconds",
+    "Time to decode, fold, write and commit one batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DB_WRITE_SECONDS = Histogram(
+    "exectrack_db_write_duration_seconds",
+    "Time of one database transaction writing a batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DB_ERRORS = Counter("exectrack_db_errors_total", "Failed database transactions, by kind.", ["kind"])
+CONSUMER_LAG = Gauge(
+    "exectrack_consumer_lag_events",
+    "Records behind the partition's high watermark, per assigned partition.",
+    ["topic", "partition"],
+)
+LAST_BATCH = Gauge(
+    "exectrack_last_batch_timestamp_seconds", "Unix time of the last committed batch."
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "exectrack_assigned_partitions", "Partitions currently assigned to this consumer."
+)

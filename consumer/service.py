@@ -1,0 +1,266 @@
+"""The consume loop: fetch a batch, decode, fold, write in one transaction, dead-letter, commit.
+
+Offsets are committed only after the database transaction and the dead-letter
+sends are acknowledged, so a crash at any point replays the batch, which is
+harmless: the writes are idempotent merges (consumer.fold). A rebalance waits
+for the batch in flight (the listener takes the batch lock), so partitions are
+handed over with their offsets committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer import metrics
+from consumer.batch import Batch, decode
+from consumer.db.engine import create_engine
+from consumer.dlq import DeadLetter, consumer_identity
+from consumer.settings import Settings
+from consumer.writer import BatchWriter, Stopped
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Totals:
+    batches: int = 0
+    records: int = 0
+    applied: int = 0
+    dead_lettered: int = 0
+    written: int = 0
+
+
+class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: ConsumerService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.service.batch_lock:  # the batch in flight commits first
+            log.info("partitions_revoked", partitions=sorted(str(tp) for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        metrics.ASSIGNED_PARTITIONS.set(len(assigned))
+        log.info("partitions_assigned", partitions=sorted(str(tp) for tp in assigned))
+
+
+class ConsumerService:
+    """Owns the Kafka consumer, the dead-letter producer and the batch writer."""
+
+    def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or create_engine(settings.database)
+        self._owns_engine = engine is None
+        self.writer = BatchWriter(
+            self.engine,
+            settings.retention,
+            retry_initial_s=settings.db_retry_initial_s,
+            retry_max_s=settings.db_retry_max_s,
+        )
+        self.batch_lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+        self.totals = Totals()
+        self.last_turn = time.monotonic()
+        self.db_ok = False
+        self.identity = consumer_identity(settings.group_id)
+        kafka = settings.kafka.client_kwargs()
+        self.consumer = AIOKafkaConsumer(
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 3),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **kafka,
+        )
+        self.dlq_producer = AIOKafkaProducer(
+            acks="all", enable_idempotence=True, max_request_size=1024 * 1024, **kafka
+        )
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.dlq_producer.start()
+        self.consumer.subscribe([self.settings.kafka.topic], listener=_WaitForBatch(self))
+        await self.consumer.start()
+        log.info(
+            "consumer_started",
+            topic=self.settings.kafka.topic,
+            group=self.settings.group_id,
+            db=self.settings.database.display_url,
+        )
+
+    async def stop(self) -> None:
+        """Leave the group and close everything (safe to call twice)."""
+        try:
+            await self.consumer.stop()
+        finally:
+            await self.dlq_producer.stop()
+            if self._owns_engine:
+                await self.engine.dispose()
+        log.info("consumer_stopped", **vars(self.totals))
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> Totals:
+        await self.start()
+        try:
+            while not self.stopping.is_set():
+                await self.poll_once()
+        finally:
+            await self.stop()
+        return self.totals
+
+    # ------------------------------------------------------------ one batch
+    def _keep_going(self) -> bool:
+        self.last_turn = time.monotonic()  # retrying is alive, not stuck
+        self.db_ok = False
+        return not self.stopping.is_set()
+
+    async def poll_once(self) -> None:
+        fetched = await self.consumer.getmany(
+            timeout_ms=self.settings.fetch_timeout_ms,
+            max_records=self.settings.batch_max_records,
+        )
+        self.last_turn = time.monotonic()
+        if not fetched:
+            return
+        async with self.batch_lock:
+            await self._process(fetched)
+
+    async def _process(self, fetched: Mapping[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
+        batch = decode(fetched)
+        try:
+            outcome = await self.writer.write(batch.executions, batch.definitions, self._keep_going)
+        except Stopped:
+            log.warning("batch_abandoned_on_stop", records=batch.records)
+            return  # not committed: the next owner replays it
+        self.db_ok = True
+        dead = batch.dead_letters + self._refused(batch, outcome.errors)
+        await self._dead_letter(dead)
+        try:
+            await self.consumer.commit(batch.offsets)
+        except (
+            CommitFailedError
+        ) as exc:  # lost the partitions in a rebalance: the new owner replays
+            log.warning("commit_failed", error=str(exc))
+            return
+        self._account(batch, dead, outcome.written, outcome.skipped_expired, started)
+
+    def _refused(self, batch: Batch, errors: Mapping[str, str]) -> list[DeadLetter]:
+        dead = []
+        for kind in ("execution", "report"):
+            for key, error in errors.items():
+                for record in batch.sources.get((kind, key), ()):
+                    dead.append(DeadLetter.of(record, "db_refused", error))
+        return dead
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        futures = []
+        for letter in dead:
+            key, value, headers = letter.message(self.identity)
+            futures.append(
+                await self.dlq_producer.send(
+                    self.settings.kafka.dlq_topic, value=value, key=key, headers=headers
+                )
+            )
+        await asyncio.gather(*futures)  # acknowledged before the offsets move
+        for letter in dead:
+            metrics.EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
+            log.warning(
+                "dead_lettered",
+                reason=letter.reason,
+                error=letter.error[:200],
+                topic=letter.topic,
+                partition=letter.partition,
+                offset=letter.offset,
+            )
+
+    def _account(
+        self, batch: Batch, dead: list[DeadLetter], written: int, expired: int, started: float
+    ) -> None:
+        applied = batch.records - len(dead)
+        t = self.totals
+        t.batches += 1
+        t.records += batch.records
+        t.applied += applied
+        t.dead_lettered += len(dead)
+        t.written += written
+        elapsed = time.perf_counter() - started
+        metrics.EVENTS_CONSUMED.inc(batch.records)
+        metrics.EVENTS_APPLIED.inc(applied)
+        metrics.EXECUTIONS_WRITTEN.inc(written)
+        metrics.EXECUTIONS_SKIPPED_EXPIRED.inc(expired)
+        metrics.BATCH_SIZE.observe(batch.records)
+        metrics.BATCH_SECONDS.observe(elapsed)
+        metrics.LAST_BATCH.set(time.time())
+        for tp, offset in batch.offsets.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(highwater - offset)
+        log.info(
+            "batch",
+            records=batch.records,
+            executions=len(batch.executions),
+            reports=len(batch.definitions),
+            written=written,
+            dead_lettered=len(dead),
+            skipped_expired=expired,
+            partitions=len(batch.offsets),
+            ms=round(elapsed * 1000, 1),
+        )
+
+    # ------------------------------------------------------------ health
+    @property
+    def live(self) -> bool:
+        window = max(60.0, 3 * self.settings.fetch_timeout_ms / 1000)
+        return time.monotonic() - self.last_turn < window
+
+    async def ready(self) -> bool:
+        if not self.consumer.assignment():
+            return False
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+
+async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) -> Totals:
+    """Run until ``stop`` is set (or forever), then finish the batch, commit and leave."""
+    service = ConsumerService(settings)
+    from consumer.health import serve_health
+
+    runner = await serve_health(service, settings.health_host, settings.health_port)
+    watcher = None
+    if stop is not None:
+        watcher = asyncio.create_task(_forward(stop, service))
+    try:
+        return await service.run()
+    except KafkaError as exc:
+        log.error("kafka_error", error=str(exc))
+        raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _forward(stop: asyncio.Event, service: ConsumerService) -> None:
+    await stop.wait()
+    service.request_stop()
