@@ -28,12 +28,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.exc import (
-    DBAPIError,
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-)
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.db.models import Report, ReportExecution, User
@@ -47,9 +42,15 @@ REPORTS: Table = Report.__table__  # type: ignore[assignment]
 EXECUTIONS: Table = ReportExecution.__table__  # type: ignore[assignment]
 CHUNK = 1000  # rows per statement: keeps statements well under max_allowed_packet
 DUPLICATE_KEY = 1062
-# MySQL error codes worth a retry: lock wait timeout, deadlock, server gone,
-# lost connection, too many connections, read-only (failover), query interrupted.
-RETRIABLE_CODES = frozenset({1205, 1213, 2002, 2003, 2006, 2013, 1040, 1290, 1317, 1927})
+# Server error codes worth a retry: the database is busy, read-only for a
+# failover, shutting down, out of space, or the connection broke. Client-side
+# codes (2000-2999: can't connect, server gone, lost connection) are always
+# retried. Any other server error is about the rows themselves: isolate them.
+RETRIABLE_CODES = frozenset({
+    1021, 1037, 1038, 1040, 1041, 1053, 1114, 1158, 1159, 1160, 1161, 1203, 1205,
+    1213, 1226, 1290, 1317, 1792, 1836, 1927, 3024,
+})  # fmt: skip
+
 
 EXECUTION_COLUMNS = [c.name for c in EXECUTIONS.columns if c.name != "id"]
 DEFINITION_COLUMNS = (
@@ -74,34 +75,55 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def _error_code(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 def classify(exc: BaseException) -> StorageError | PoisonBatch:
-    """Map a driver/SQLAlchemy error to retry (StorageError) or isolate (PoisonBatch)."""
+    """Map a driver/SQLAlchemy error to retry (StorageError) or isolate (PoisonBatch).
+
+    Decided by the MySQL error code, not the exception class: pymysql reports
+    many row-level refusals (e.g. a trigger's SIGNAL, 1644) as OperationalError.
+    """
     if isinstance(exc, StorageError | PoisonBatch):
         return exc
-    code = None
-    if isinstance(exc, DBAPIError) and exc.orig is not None and exc.orig.args:
-        first = exc.orig.args[0]
-        code = first if isinstance(first, int) else None
-    if isinstance(exc, IntegrityError) and code == DUPLICATE_KEY:
-        error: StorageError | PoisonBatch = ConcurrentInsert(str(exc.orig))
-    elif isinstance(exc, OperationalError | InterfaceError) or code in RETRIABLE_CODES:
-        error = StorageError(f"database unavailable or busy: {exc}")
-    elif isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        error = StorageError(f"connection lost: {exc.orig}")
-    elif isinstance(exc, OSError | TimeoutError | ConnectionError):
-        error = StorageError(f"database unreachable: {exc}")
+    code = _error_code(exc)
+    message = str(getattr(exc, "orig", None) or exc)  # the server's words, not the SQL
+    error: StorageError | PoisonBatch
+    if code == DUPLICATE_KEY:
+        error = ConcurrentInsert(message)
+    elif code is not None and (code in RETRIABLE_CODES or 2000 <= code < 3000):
+        error = StorageError(f"database unavailable or busy: {message}")
+    elif code is None and isinstance(exc, DBAPIError | OSError | TimeoutError):
+        error = StorageError(f"database unreachable: {message}")  # no server answer at all
     else:
-        error = PoisonBatch(f"{type(exc).__name__}: {exc}")
+        error = PoisonBatch(f"{type(exc).__name__}: {message}")
     error.__cause__ = exc
     return error
 
 
-async def _upsert_placeholders(
+async def _ensure_rows(
     conn: AsyncConnection, table: Table, key: str, rows: list[dict[str, Any]]
-) -> None:
-    for part in chunks(sorted(rows, key=lambda r: r[key])):
+) -> int:
+    """Insert placeholder rows that do not exist yet; never touch (or lock) existing ones.
+
+    A plain consistent read finds the missing keys first, so consumers that all
+    reference the same popular report do not serialize on its row lock; the
+    insert of the missing ones is a no-op upsert in case another writer wins
+    the race. Returns how many were missing.
+    """
+    wanted = {r[key]: r for r in rows}
+    existing: set[Any] = set()
+    for part in chunks(sorted(wanted)):
+        query = select(table.c[key]).where(table.c[key].in_(part))
+        existing.update((await conn.execute(query)).scalars())
+    missing = [wanted[k] for k in sorted(wanted) if k not in existing]
+    for part in chunks(missing):
         stmt = mysql_insert(table).values(list(part))
         await conn.execute(stmt.on_duplicate_key_update({key: table.c[key]}))
+    return len(missing)
 
 
 async def _insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -149,12 +171,13 @@ async def write_reports(
 ) -> tuple[dict[str, tuple[ReportType | None, ReportCategory | None]], int, int]:
     """Apply report definitions (greatest (version, time, id) wins) and placeholders.
 
-    Returns each touched report's (report_type, category) after the write, and
-    the counts of definitions applied and placeholders created.
+    Only reports defined in this batch are locked; reports merely referenced
+    by executions are read without locks. Returns each touched report's
+    (report_type, category) after the write, and the counts of definitions
+    applied and placeholders created.
     """
-    touched = set(definitions) | set(referenced)
     stored = await _lock(
-        conn, REPORTS, "report_id", touched,
+        conn, REPORTS, "report_id", definitions,
         ["report_id", "report_type", "category", "version", "defined_at", "definition_event_id"],
     )  # fmt: skip
     kinds = {rid: (row["report_type"], row["category"]) for rid, row in stored.items()}
@@ -167,16 +190,23 @@ async def write_reports(
             continue
         (fresh if row is None else replace).append(_definition_row(event))
         kinds[rid] = (event.data.report_type, event.data.category)
-    columns = [*DEFINITION_COLUMNS, "defined_at", "definition_event_id"]
     await _insert(conn, REPORTS, fresh)
-    await _overwrite(conn, REPORTS, replace, columns)
-    missing = sorted(touched - kinds.keys())
-    await _upsert_placeholders(
+    await _overwrite(
+        conn, REPORTS, replace, [*DEFINITION_COLUMNS, "defined_at", "definition_event_id"]
+    )
+    others = sorted(set(referenced) - kinds.keys())
+    columns = (REPORTS.c.report_id, REPORTS.c.report_type, REPORTS.c.category)
+    for part in chunks(others):
+        for rid, report_type, category in await conn.execute(
+            select(*columns).where(REPORTS.c.report_id.in_(part))
+        ):
+            kinds[rid] = (report_type, category)
+    missing = [rid for rid in others if rid not in kinds]
+    created = await _ensure_rows(
         conn, REPORTS, "report_id", [{"report_id": r, "name": r} for r in missing]
     )
-    for rid in missing:
-        kinds[rid] = (None, None)
-    return kinds, len(fresh) + len(replace), len(missing)
+    kinds.update(dict.fromkeys(missing, (None, None)))
+    return kinds, len(fresh) + len(replace), created
 
 
 async def write_batch(
@@ -192,7 +222,7 @@ async def write_batch(
     for event in definitions.values():
         users |= {event.data.created_by, event.data.last_modified_by}
     users.discard(None)
-    await _upsert_placeholders(conn, USERS, "id", [{"id": u} for u in users])
+    await _ensure_rows(conn, USERS, "id", [{"id": u} for u in users])
 
     stored = await _lock(conn, EXECUTIONS, "execution_id", executions, EXECUTION_COLUMNS)
     merged: dict[str, ExecutionFold] = {}

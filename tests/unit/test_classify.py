@@ -1,0 +1,48 @@
+"""Retry or isolate: the database error classification the writer relies on."""
+
+from __future__ import annotations
+
+import pymysql
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from consumer.db.repository import classify
+from consumer.errors import ConcurrentInsert, PoisonBatch, StorageError
+
+
+def wrapped(kind: type[Exception], code: int, message: str) -> Exception:
+    orig_kind = {
+        OperationalError: pymysql.err.OperationalError,
+        IntegrityError: pymysql.err.IntegrityError,
+        ProgrammingError: pymysql.err.ProgrammingError,
+    }[kind]
+    return kind("INSERT ...", {}, orig_kind(code, message))  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (wrapped(IntegrityError, 1062, "Duplicate entry 'e1'"), ConcurrentInsert),
+        (wrapped(OperationalError, 1213, "Deadlock found"), StorageError),
+        (wrapped(OperationalError, 1205, "Lock wait timeout exceeded"), StorageError),
+        (wrapped(OperationalError, 2003, "Can't connect to MySQL server"), StorageError),
+        (wrapped(OperationalError, 2013, "Lost connection to MySQL server"), StorageError),
+        (wrapped(OperationalError, 1290, "--read-only"), StorageError),
+        (wrapped(OperationalError, 1644, "refused by trigger"), PoisonBatch),
+        (wrapped(OperationalError, 1366, "Incorrect string value"), PoisonBatch),
+        (wrapped(IntegrityError, 1452, "foreign key constraint fails"), PoisonBatch),
+        (wrapped(ProgrammingError, 1146, "Table doesn't exist"), PoisonBatch),
+        (ConnectionRefusedError(111, "refused"), StorageError),
+        (ValueError("a bug"), PoisonBatch),
+    ],
+)
+def test_classification(error: Exception, expected: type[Exception]) -> None:
+    result = classify(error)
+    assert type(result) is expected
+    assert result.__cause__ is error
+    assert "INSERT" not in str(result)  # the server's words, not the statement
+
+
+def test_retriable_flag_is_what_the_loop_reads() -> None:
+    assert classify(wrapped(OperationalError, 1213, "Deadlock")).retriable
+    assert not classify(wrapped(OperationalError, 1644, "no")).retriable
