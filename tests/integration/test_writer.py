@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -23,7 +24,7 @@ from tests.support.oracle import expected_row
 from tests.support.service import consumer_settings, run_until, table
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
-LIFECYCLE = [
+LIFECYCLE: list[tuple[EventType, dict[str, Any]]] = [
     (EventType.PENDING, {"trigger_type": "scheduled", "started_by": 3}),
     (EventType.STARTED, {"start_time": T0}),
     (EventType.PROGRESS, {"records_processed": 5}),

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pymysql
 import pytest
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from consumer.db.repository import classify
 from consumer.errors import ConcurrentInsert, PoisonBatch, StorageError
 
 
-def wrapped(kind: type[Exception], code: int, message: str) -> Exception:
+def wrapped(kind: type[DBAPIError], code: int, message: str) -> Exception:
     orig_kind = {
         OperationalError: pymysql.err.OperationalError,
         IntegrityError: pymysql.err.IntegrityError,
         ProgrammingError: pymysql.err.ProgrammingError,
     }[kind]
-    return kind("INSERT ...", {}, orig_kind(code, message))  # type: ignore[call-arg]
+    return kind("INSERT ...", {}, orig_kind(code, message))
 
 
 @pytest.mark.parametrize(
