@@ -11,11 +11,11 @@ from consumer.errors import ConcurrentInsert, PoisonBatch, StorageError
 
 
 def wrapped(kind: type[DBAPIError], code: int, message: str) -> Exception:
-    orig_kind = {
+    orig_kind: type[Exception] = {
         OperationalError: pymysql.err.OperationalError,
         IntegrityError: pymysql.err.IntegrityError,
         ProgrammingError: pymysql.err.ProgrammingError,
-    }[kind]
+    }[kind]  # type: ignore[index]
     return kind("INSERT ...", {}, orig_kind(code, message))
 
 
