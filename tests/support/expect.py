@@ -1,0 +1,53 @@
+"""What the table and the dead-letter topic must hold after a simulated stream."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from consumer.retention import RetentionPolicy
+from producer.events import ExecutionEvent
+from producer.simulate import SimMessage
+from tests.support.kafka import Sent
+from tests.support.oracle import expected_row
+
+
+def expected_rows(
+    messages: Sequence[SimMessage], now: datetime, policy: RetentionPolicy | None = None
+) -> dict[str, dict[str, Any]]:
+    """Oracle rows of every execution with valid events, minus the already-expired ones."""
+    policy = policy or RetentionPolicy()
+    by_execution: dict[str, list[ExecutionEvent]] = defaultdict(list)
+    for message in messages:
+        if isinstance(message.event, ExecutionEvent):
+            by_execution[message.event.data.execution_id].append(message.event)
+    rows = {}
+    for eid, events in by_execution.items():
+        status = expected_row(events, None)["status"]
+        row = expected_row(events, policy.default.get(status))
+        if row["retention_until"] is None or row["retention_until"] > now:
+            rows[eid] = row
+    return rows
+
+
+def invalid_offsets(
+    sent: Sequence[Sent], messages: Sequence[SimMessage]
+) -> dict[tuple[int, int], str]:
+    """(partition, offset) -> reason, for every invalid message published."""
+    return {
+        (s.partition, s.offset): m.invalid_reason
+        for s, m in zip(sent, messages, strict=True)
+        if m.invalid_reason is not None
+    }
+
+
+def dead_lettered(records: Sequence[Any]) -> dict[tuple[int, int], str]:
+    """(source partition, offset) -> reason, from the dead-letter topic (duplicates folded)."""
+    found = {}
+    for record in records:
+        headers = dict(record.headers)
+        key = (int(headers["exectrack.dlq.partition"]), int(headers["exectrack.dlq.offset"]))
+        found[key] = headers["exectrack.dlq.reason"].decode()
+    return found
