@@ -17,6 +17,7 @@ from consumer.fold import decode_keys
 from consumer.logs import configure_logging
 from consumer.service import run_service
 from consumer.settings import Settings
+from consumer.watch import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,11 +43,22 @@ def consume() -> None:
 
 
 async def _consume(settings: Settings) -> None:
+    """Run until a signal; then allow ``shutdown_timeout_s`` to finish the batch and leave."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_service(settings, stop=stop)
+    service = asyncio.create_task(run_service(settings, stop=stop))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({service, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    try:
+        await asyncio.wait_for(service, timeout=settings.shutdown_timeout_s)
+    except TimeoutError:
+        raise click.ClickException(
+            f"did not stop within {settings.shutdown_timeout_s}s; offsets of the batch in "
+            "flight are not committed (its events will be re-read: writes are idempotent)"
+        ) from None
 
 
 @main.command()
@@ -79,3 +91,29 @@ async def _status(settings: Settings, execution_id: str) -> dict[str, Any] | Non
         for name, k in sorted(keys.items())
     }
     return result
+
+
+@main.command("watch")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option(
+    "--until-idle",
+    type=float,
+    default=None,
+    help="Stop once the table has not changed for this long.",
+)
+def watch_command(interval: float, duration: float | None, until_idle: float | None) -> None:
+    """Show executions arriving in the table: counts by status and the latest rows."""
+    settings = Settings()
+
+    async def run() -> dict[str, int]:
+        engine = create_engine(settings.database)
+        try:
+            return await watch(
+                engine, interval_s=interval, duration_s=duration, until_idle_s=until_idle
+            )
+        finally:
+            await engine.dispose()
+
+    counts = asyncio.run(run())
+    click.echo(f"{sum(counts.values())} executions in {settings.database.display_url}: {counts}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from producer.events import ExecutionStatus, ReportCategory, ReportType
 
@@ -39,6 +39,13 @@ class RetentionPolicy(BaseModel):
     categories: dict[ReportCategory, Periods] = Field(default_factory=dict)
     hold_reports: frozenset[str] = frozenset()
     hold_executions: frozenset[str] = frozenset()
+
+    @field_validator("default", mode="after")
+    @classmethod
+    def _keep_unset_defaults(cls, value: Periods) -> Periods:
+        """Overriding one status keeps the built-in periods of the others: a partial
+        override must never turn "expires" into "kept forever" by omission."""
+        return {**_defaults(), **value}
 
     def period(
         self,

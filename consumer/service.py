@@ -27,6 +27,7 @@ from consumer.db.engine import create_engine
 from consumer.dlq import DeadLetter, consumer_identity
 from consumer.settings import Settings
 from consumer.writer import BatchWriter, Stopped
+from producer.admin import ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +90,10 @@ class ConsumerService:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        if self.settings.create_topics:
+            created = await ensure_topics(self.settings.kafka)
+            if created:
+                log.info("topics_created", topics=created)
         await self.dlq_producer.start()
         self.consumer.subscribe([self.settings.kafka.topic], listener=_WaitForBatch(self))
         await self.consumer.start()

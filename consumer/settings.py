@@ -13,7 +13,12 @@ import os
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from sqlalchemy.engine import make_url
 
 from consumer.retention import RetentionPolicy
@@ -43,13 +48,29 @@ class Settings(BaseSettings):
         env_prefix="EXECTRACK_",
         env_nested_delimiter="__",
         secrets_dir=os.environ.get("EXECTRACK_SECRETS_DIR") or None,
+        secrets_prefix="",
+        secrets_nested_delimiter="__",
         extra="ignore",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # secret files may set nested values: /run/secrets/database__url
+        nested = NestedSecretsSettingsSource(file_secret_settings)
+        return init_settings, env_settings, dotenv_settings, nested
 
     kafka: KafkaSettings = KafkaSettings()
     database: DatabaseSettings = DatabaseSettings()
     retention: RetentionPolicy = RetentionPolicy()
     group_id: str = "exectrack"
+    create_topics: bool = True  # create the topic and its DLQ at start-up if missing
 
     # the consume loop
     batch_max_records: int = Field(default=5000, ge=1)

@@ -23,6 +23,7 @@ def consumer_settings(topics: Any, database_url: str, **overrides: Any) -> Setti
         database=DatabaseSettings(url=SecretStr(database_url)),
         group_id=topics.group_id,
         health_port=0,
+        create_topics=False,
         fetch_timeout_ms=200,
         session_timeout_ms=6000,
         **overrides,

@@ -1,0 +1,84 @@
+"""A live view of the table for people: counts by status and the latest executions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.db.repository import EXECUTIONS
+
+
+async def snapshot(engine: AsyncEngine, latest: int = 8) -> tuple[dict[str, int], list[Any]]:
+    async with engine.connect() as conn:
+        counts: dict[Any, Any] = dict(
+            (
+                await conn.execute(
+                    select(EXECUTIONS.c.status, func.count()).group_by(EXECUTIONS.c.status)
+                )
+            ).all()
+        )
+        recent = (
+            await conn.execute(
+                select(
+                    EXECUTIONS.c.execution_id,
+                    EXECUTIONS.c.report_id,
+                    EXECUTIONS.c.status,
+                    EXECUTIONS.c.records_processed,
+                    EXECUTIONS.c.duration_ms,
+                    EXECUTIONS.c.last_event_at,
+                )
+                .order_by(EXECUTIONS.c.last_event_at.desc())
+                .limit(latest)
+            )
+        ).all()
+    return {str(k): int(v) for k, v in counts.items()}, list(recent)
+
+
+def render(counts: dict[str, int], recent: list[Any]) -> Group:
+    summary = Table(title=f"report_executions: {sum(counts.values())} rows")
+    for status in counts:
+        summary.add_column(status, justify="right")
+    summary.add_row(*(str(n) for n in counts.values()))
+    latest = Table(title="latest events")
+    for name in (
+        "execution_id",
+        "report_id",
+        "status",
+        "records",
+        "duration_ms",
+        "last event (UTC)",
+    ):
+        latest.add_column(name)
+    for row in recent:
+        latest.add_row(
+            *(str(v) if v is not None else "" for v in row[:5]), row[5].strftime("%H:%M:%S.%f")
+        )
+    return Group(summary, latest)
+
+
+async def watch(
+    engine: AsyncEngine, *, interval_s: float, duration_s: float | None, until_idle_s: float | None
+) -> dict[str, int]:
+    """Refresh until ``duration_s`` passed, or the table stopped changing for
+    ``until_idle_s`` (after the first row), or cancellation; return the last counts."""
+    loop = asyncio.get_running_loop()
+    ends = None if duration_s is None else loop.time() + duration_s
+    counts: dict[str, int] = {}
+    last_change, last_seen = loop.time(), None
+    with Live(refresh_per_second=4) as live:
+        while ends is None or loop.time() < ends:
+            counts, recent = await snapshot(engine)
+            live.update(render(counts, recent))
+            seen = (tuple(counts.items()), tuple(recent[:1]))
+            if seen != last_seen:
+                last_seen, last_change = seen, loop.time()
+            elif until_idle_s is not None and counts and loop.time() - last_change >= until_idle_s:
+                break
+            await asyncio.sleep(interval_s)
+    return counts
