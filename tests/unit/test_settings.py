@@ -62,8 +62,7 @@ def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.database.display_url == "mysql+aiomysql://u:***@db:3306/x"
 
 
-def test_secret_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_secret_files(tmp_path: Path) -> None:
     (tmp_path / "database__url").write_text("mysql+aiomysql://u:fromfile@db/x")
-    monkeypatch.setenv("EXECTRACK_SECRETS_DIR", str(tmp_path))
-    settings = Settings()
+    settings = Settings(_secrets_dir=tmp_path)  # type: ignore[call-arg]
     assert settings.database.url.get_secret_value().endswith("fromfile@db/x")
