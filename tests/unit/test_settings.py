@@ -64,5 +64,5 @@ def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_secret_files(tmp_path: Path) -> None:
     (tmp_path / "database__url").write_text("mysql+aiomysql://u:fromfile@db/x")
-    settings = Settings(_secrets_dir=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(_secrets_dir=tmp_path)
     assert settings.database.url.get_secret_value().endswith("fromfile@db/x")
