@@ -108,13 +108,13 @@ def local_services() -> Iterator[Services]:
                 f"Kafka ({bootstrap}) or the database is not reachable and "
                 "EXECTRACK_TEST_AUTOSTART=0: run `bash deploy/local/stack.sh up` first"
             )
-        subprocess.run(["bash", str(STACK_SCRIPT), "up"], check=True)  # noqa: S603, S607
+        subprocess.run(["bash", str(STACK_SCRIPT), "up"], check=True)
         started = True
     try:
         yield Services("local", bootstrap, url)
     finally:
         if started:
-            subprocess.run(["bash", str(STACK_SCRIPT), "down"], check=False)  # noqa: S603, S607
+            subprocess.run(["bash", str(STACK_SCRIPT), "down"], check=False)
 
 
 @contextlib.contextmanager

@@ -165,7 +165,7 @@ def local_stack(stack: Services) -> Iterator[Services]:
     if stack.backend != "local":
         pytest.skip("stops MariaDB through deploy/local/stack.sh; testcontainers backend in use")
     yield stack
-    subprocess.run(["bash", str(STACK_SCRIPT), "up", "mariadb"], check=True)  # noqa: S607
+    subprocess.run(["bash", str(STACK_SCRIPT), "up", "mariadb"], check=True)
 
 
 async def test_database_stopped_30s_mid_stream(
@@ -187,4 +187,32 @@ async def test_database_stopped_30s_mid_stream(
     )
     await db.dispose()  # the test's own pool holds dead connections
     await drained(topics)
+    await assert_converged(db, topics, messages, sent)
+
+
+async def test_rebalances_while_the_stream_flows(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    """A second consumer joins mid-stream, then the first leaves: partitions move twice."""
+    messages = stream(3000, seed=5)
+    sent = await publish_stream(topics, messages)
+    settings = consumer_settings(topics, database_url, batch_max_records=100)
+    first, second = ConsumerService(settings, engine=db), ConsumerService(settings, engine=db)
+    first_task = asyncio.create_task(first.run())
+    second_task = None
+    try:
+        await progressed(topics, len(messages), 0.15)
+        second_task = asyncio.create_task(second.run())
+        async with asyncio.timeout(60):
+            while not (second.consumer.assignment() and second.totals.batches):
+                await asyncio.sleep(0.05)
+        first.request_stop()  # leaves the group: the second takes everything
+        await asyncio.wait_for(first_task, 30)
+        await drained(topics)
+    finally:
+        for service in (first, second):
+            service.request_stop()
+        await asyncio.gather(first_task, *(t for t in [second_task] if t), return_exceptions=True)
+    assert first.totals.records > 0
+    assert second.totals.records > 0
     await assert_converged(db, topics, messages, sent)
