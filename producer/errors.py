@@ -5,7 +5,7 @@
     Exception
      └── ExectrackError                 retriable = False
           ├── InvalidEvent(ValueError)   retriable = False  .reason, .detail
-          └── PublishError               retriable = True
+          └── PublishError               retriable = True unless the cause says otherwise
 
 A loop needs exactly one decision per failure: try again, or give up on this
 message. Like aiokafka's ``KafkaError.retriable``, the flag on the class makes
@@ -75,6 +75,15 @@ class InvalidEvent(ExectrackError, ValueError):
 
 
 class PublishError(ExectrackError):
-    """The broker did not acknowledge an event; publishing it again may work."""
+    """The broker did not acknowledge an event; publishing it again may work.
+
+    ``retriable`` is per instance: the publisher copies it from the aiokafka
+    error it wraps (kept as ``__cause__``), so a rejected message (too large,
+    not authorized) says ``False`` while a broker that is away says ``True``.
+    """
 
     retriable = True
+
+    def __init__(self, *args: object, retriable: bool = True) -> None:
+        super().__init__(*args)
+        self.retriable = retriable  # in __dict__: survives pickling

@@ -41,15 +41,13 @@ from producer.events import (
     ReportType,
     TriggerType,
     execution_event,
-    json_schema,
     kafka_headers,
-    main,
     parse_event,
-    render_schema,
     report_defined_event,
     to_binary,
     to_json,
 )
+from producer.schema import json_schema, main, render_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "schema" / "events.schema.json"
 DROP: Final = object()

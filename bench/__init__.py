@@ -1,0 +1,1 @@
+"""exectrack benchmarks: ``python -m bench.producer`` (results land in bench/results/)."""

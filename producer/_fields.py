@@ -1,0 +1,152 @@
+"""Field types of the event contract: the MySQL column rules, enforced at the edge.
+
+Each type is an ``Annotated`` pydantic type whose validators raise
+``PydanticCustomError``; when a rule has its own ``InvalidReason`` the error's
+*type* names it (``naive_timestamp``, ``time_out_of_range``, ``too_large``), so
+``producer._codec`` maps errors to reasons without parsing messages. The
+limits are the column types': ids fit ``VARCHAR(255)``, counts ``BIGINT``, user
+ids ``INT``, times ``TIMESTAMP(6)``, JSON fields ``JSON`` (64 KiB here).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+import orjson
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/cloudevents+json"
+"""Kafka ``content-type`` header of a structured-mode message."""
+DATA_CONTENT_TYPE: Final = "application/json"
+MAX_JSON_FIELD_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 1 * 1024 * 1024
+"""Whole Kafka value; checked before decoding (the broker default is 1 MiB too)."""
+MIN_TIME = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+MAX_TIME = datetime(2038, 1, 19, 3, 14, 7, 999999, tzinfo=UTC)
+"""MySQL ``TIMESTAMP(6)`` range: MySQL would reject (or zero) anything outside."""
+MAX_INT_ID = 2**31 - 1
+"""``users.id`` and ``reports.version`` are ``INT``."""
+MAX_BIGINT = 2**63 - 1
+
+# ---------------------------------------------------------------- field types
+# Rules raise PydanticCustomError whose *type* names the InvalidReason when it
+# is not the default one (see _reason_of), so mapping needs no message parsing.
+
+_IDENTIFIER = r"[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?"
+_IDENTIFIER_RE = re.compile(_IDENTIFIER)
+
+
+def _check_identifier(value: str) -> str:
+    if _IDENTIFIER_RE.fullmatch(value) is None:
+        msg = "Identifier must not start or end with whitespace nor contain control characters"
+        raise PydanticCustomError("identifier", msg)
+    return value
+
+
+Identifier = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        description="No leading/trailing whitespace, no control characters.",
+        json_schema_extra={"pattern": f"^{_IDENTIFIER}$"},
+    ),
+    AfterValidator(_check_identifier),
+]
+"""An execution or report id: 1..255 characters, no edge whitespace, no control characters.
+
+Ids are Kafka keys and ``VARCHAR(255) utf8mb4_bin`` primary keys. That
+collation is PAD SPACE: MySQL would equate ``"a"`` and ``"a "`` and fold two
+executions into one row, while Kafka would route them to different
+partitions. Refusing edge whitespace keeps "same id" meaning the same thing
+in both systems; control characters have no business in a key or a log line.
+"""
+
+_RFC3339_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"  # the offset: group 1
+)
+
+
+def _check_time_text(value: object) -> object:
+    """Accept RFC 3339 text (or a datetime); refuse what pydantic would guess at.
+
+    pydantic alone also takes Unix timestamps (``1700000000``, as number or
+    string) and dates; a contract that says RFC 3339 should not.
+    """
+    if isinstance(value, datetime):
+        return value  # AwareDatetime refuses naive ones
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "Input should be an RFC 3339 date-time string")
+    match = _RFC3339_RE.fullmatch(value)
+    if match is None:
+        msg = "Input should be an RFC 3339 date-time such as 2024-05-01T12:00:00Z"
+        raise PydanticCustomError("datetime_format", msg)
+    if match.group(1) is None:
+        raise PydanticCustomError("naive_timestamp", "Input should have a UTC offset, e.g. Z")
+    return value
+
+
+def _to_utc_in_range(value: datetime) -> datetime:
+    try:
+        utc: datetime | None = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC datetime
+        utc = None
+    if utc is None or not MIN_TIME <= utc <= MAX_TIME:
+        msg = "Time should be within 1970-01-01T00:00:01Z..2038-01-19T03:14:07.999999Z"
+        raise PydanticCustomError("time_out_of_range", msg)
+    return utc
+
+
+UtcTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_check_time_text),
+    AfterValidator(_to_utc_in_range),
+    Field(description="RFC 3339 with offset, 1970-01-01T00:00:01Z..2038-01-19T03:14:07.999999Z"),
+]
+"""RFC 3339 with an offset, stored as UTC with microseconds (MySQL ``TIMESTAMP(6)``)."""
+
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_BIGINT)]
+"""A JSON integer 0..2**63-1 (``BIGINT``); booleans and floats (even 2.0) are refused."""
+
+UserId = Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID)]
+"""A ``users.id`` (``INT``); an unknown id gets a placeholder user row."""
+
+
+def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
+    # Serialized two levels down, where it sits in the message, so orjson's
+    # nesting limit (254) is met here and not first by to_json.
+    try:
+        size = len(orjson.dumps([[value]])) - 4
+    except TypeError as exc:  # orjson.JSONEncodeError: too deep, or not JSON
+        msg = "Not serializable as JSON: {error}"
+        raise PydanticCustomError("json_object", msg, {"error": str(exc)}) from None
+    if size > MAX_JSON_FIELD_BYTES:
+        msg = "JSON object is {size} bytes serialized, over the limit of {limit}"
+        raise PydanticCustomError("too_large", msg, {"size": size, "limit": MAX_JSON_FIELD_BYTES})
+    return value
+
+
+JsonObject = Annotated[
+    dict[str, Any],
+    AfterValidator(_check_json_object),
+    Field(description="At most 65536 bytes as compact JSON."),
+]
+"""A JSON object of at most 64 KiB compact serialization (a MySQL ``JSON`` column)."""
+
+
+def check_text_bytes(value: str) -> str:
+    if len(value.encode("utf-8", "surrogatepass")) > 65535:
+        raise PydanticCustomError("text_length", "Text should be at most 65535 UTF-8 bytes")
+    return value
+
+
+def media_type(value: object) -> object:
+    """``Application/JSON; charset=utf-8`` means ``application/json``; null means absent."""
+    if value is None:
+        return DATA_CONTENT_TYPE
+    return value.split(";", 1)[0].strip().lower() if isinstance(value, str) else value

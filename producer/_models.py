@@ -1,0 +1,261 @@
+"""The contract's vocabulary (event types, statuses, enums) and its pydantic models.
+
+Import these from ``producer.events``; this module only keeps ``events`` short.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from producer._fields import (
+    DATA_CONTENT_TYPE,
+    MAX_INT_ID,
+    Count,
+    Identifier,
+    JsonObject,
+    UserId,
+    UtcTime,
+    check_text_bytes,
+    media_type,
+)
+
+
+class EventType(StrEnum):
+    PENDING = "exectrack.execution.pending"
+    STARTED = "exectrack.execution.started"
+    PROGRESS = "exectrack.execution.progress"
+    COMPLETED = "exectrack.execution.completed"
+    FAILED = "exectrack.execution.failed"
+    CANCELLED = "exectrack.execution.cancelled"
+    TIMED_OUT = "exectrack.execution.timed_out"
+    REPORT_DEFINED = "exectrack.report.defined"
+
+
+class ExecutionStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+
+class TriggerType(StrEnum):
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+    API = "api"
+    WEBHOOK = "webhook"
+
+
+class ReportType(StrEnum):
+    VPC_INVENTORY = "vpc_inventory"
+    SUBNET_UTILIZATION = "subnet_utilization"
+    IP_ADDRESS_UTILIZATION = "ip_address_utilization"
+    SECURITY_GROUP_AUDIT = "security_group_audit"
+    NETWORK_ACL_AUDIT = "network_acl_audit"
+    ROUTE_TABLE_ANALYSIS = "route_table_analysis"
+    NETWORK_TOPOLOGY = "network_topology"
+    PEERING_CONNECTIONS = "peering_connections"
+    VPN_CONNECTIONS = "vpn_connections"
+    LOAD_BALANCER_INVENTORY = "load_balancer_inventory"
+    NAT_GATEWAY_USAGE = "nat_gateway_usage"
+    DNS_INVENTORY = "dns_inventory"
+    FLOW_LOG_ANALYSIS = "flow_log_analysis"
+    COST_ALLOCATION = "cost_allocation"
+    COMPLIANCE_SUMMARY = "compliance_summary"
+    CUSTOM = "custom"
+
+
+class ReportCategory(StrEnum):
+    INFRASTRUCTURE = "infrastructure"
+    SECURITY = "security"
+    COMPLIANCE = "compliance"
+    COST = "cost"
+    PERFORMANCE = "performance"
+    OPERATIONS = "operations"
+    CUSTOM = "custom"
+
+
+class CloudProvider(StrEnum):
+    AWS = "aws"
+    AZURE = "azure"
+    GCP = "gcp"
+    OCI = "oci"
+    ALIBABA = "alibaba"
+    IBM = "ibm"
+    MULTI_CLOUD = "multi_cloud"
+    ON_PREMISES = "on_premises"
+
+
+T = EventType
+S = ExecutionStatus
+STATUS_OF: dict[EventType, ExecutionStatus] = {
+    T.PENDING: S.PENDING, T.STARTED: S.RUNNING, T.PROGRESS: S.RUNNING,
+    T.COMPLETED: S.COMPLETED, T.FAILED: S.FAILED, T.CANCELLED: S.CANCELLED,
+    T.TIMED_OUT: S.TIMEOUT,
+}  # fmt: skip
+"""The execution status each execution event type implies (contract table)."""
+RANK_OF: dict[EventType, int] = {
+    t: {S.PENDING: 0, S.RUNNING: 1}.get(s, 2) for t, s in STATUS_OF.items()
+}
+"""First component of the order key: a terminal event (2) outranks any running (1) one."""
+TERMINAL_STATUSES = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMEOUT})
+EXECUTION_TYPES = frozenset(STATUS_OF)
+
+# ---------------------------------------------------------------- models
+_FROZEN = ConfigDict(frozen=True, extra="ignore")
+
+
+class ExecutionData(BaseModel):
+    """``data`` of an execution event; absent (or null) fields carry no value."""
+
+    model_config = _FROZEN
+
+    execution_id: Identifier
+    report_id: Identifier
+    sequence: Count | None = Field(None, description="Per execution, increasing.")
+    trigger_type: TriggerType | None = None
+    started_by: UserId | None = Field(None, description="users.id (integer).")
+    start_time: UtcTime | None = None
+    end_time: UtcTime | None = None
+    duration_ms: Count | None = None
+    records_processed: Count | None = None
+    output_size_bytes: Count | None = None
+    execution_parameters: JsonObject | None = None
+    result_summary: JsonObject | None = None
+    error_details: JsonObject | None = None
+    output_location: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    retention_until: UtcTime | None = Field(None, description="Overrides the retention policy.")
+
+
+class ReportData(BaseModel):
+    """``data`` of ``exectrack.report.defined``: the ``reports`` columns of the seed."""
+
+    model_config = _FROZEN
+
+    report_id: Identifier
+    version: Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID)]
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    description: Annotated[str, AfterValidator(check_text_bytes)] | None = Field(
+        None, description="At most 65535 UTF-8 bytes (TEXT)."
+    )
+    report_type: ReportType
+    category: ReportCategory
+    provider: CloudProvider
+    query_config: JsonObject | None = None
+    scheduling_config: JsonObject | None = None
+    notification_config: JsonObject | None = None
+    parameters_schema: JsonObject | None = None
+    is_active: Annotated[bool, Field(strict=True)] = True
+    is_public: Annotated[bool, Field(strict=True)] = False
+    created_by: UserId | None = None
+    last_modified_by: UserId | None = None
+
+
+class _Envelope(BaseModel):
+    """CloudEvents 1.0 attributes; extension attributes are accepted and dropped."""
+
+    model_config = _FROZEN
+
+    specversion: Literal["1.0"]
+    id: Annotated[str, Field(min_length=1, max_length=255)]
+    source: Annotated[str, Field(min_length=1, max_length=1000, description="URI-reference.")]
+    type: str  # narrowed to Literal[...] by each event class (the discriminator)
+    subject: str
+    time: UtcTime
+    # Always JSON: absent means application/json, which makes the structured
+    # and binary forms of one event compare equal.
+    datacontenttype: Annotated[Literal["application/json"], BeforeValidator(media_type)] = (
+        DATA_CONTENT_TYPE
+    )
+
+
+def _check_subject(subject: str, data_id: str, name: str) -> None:
+    if subject != data_id:
+        msg = "subject {subject!r} should equal data.{name} {data_id!r}"
+        context = {"subject": subject[:100], "name": name, "data_id": data_id}
+        raise PydanticCustomError("key_mismatch", msg, context)
+
+
+ExecutionEventType = Literal[
+    EventType.PENDING, EventType.STARTED, EventType.PROGRESS, EventType.COMPLETED,
+    EventType.FAILED, EventType.CANCELLED, EventType.TIMED_OUT,
+]  # fmt: skip
+ExecutionOrderKey = tuple[int, int, datetime, str]
+ReportOrderKey = tuple[int, datetime, str]
+
+
+class ExecutionEvent(_Envelope):
+    """One lifecycle step of one execution; ``subject`` is its ``execution_id``."""
+
+    type: ExecutionEventType
+    data: ExecutionData
+
+    @model_validator(mode="after")
+    def _subject_is_execution_id(self) -> ExecutionEvent:
+        _check_subject(self.subject, self.data.execution_id, "execution_id")
+        return self
+
+    @property
+    def status(self) -> ExecutionStatus:
+        return STATUS_OF[self.type]
+
+    @property
+    def rank(self) -> int:
+        return RANK_OF[self.type]
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka key: all events of one execution share a partition."""
+        return self.data.execution_id.encode()
+
+    @property
+    def order_key(self) -> ExecutionOrderKey:
+        """K = (rank, sequence or -1, time, id): the greatest K decides the fold.
+
+        Total over distinct ids, so the winner never depends on arrival order.
+        """
+        seq = self.data.sequence
+        return (self.rank, -1 if seq is None else seq, self.time, self.id)
+
+
+class ReportDefinedEvent(_Envelope):
+    """A version of a report definition; ``subject`` is its ``report_id``."""
+
+    type: Literal[EventType.REPORT_DEFINED]
+    data: ReportData
+
+    @model_validator(mode="after")
+    def _subject_is_report_id(self) -> ReportDefinedEvent:
+        _check_subject(self.subject, self.data.report_id, "report_id")
+        return self
+
+    @property
+    def key(self) -> bytes:
+        return self.data.report_id.encode()
+
+    @property
+    def order_key(self) -> ReportOrderKey:
+        """(version, time, id): the greatest defines the ``reports`` row."""
+        return (self.data.version, self.time, self.id)
+
+
+Event = Annotated[ExecutionEvent | ReportDefinedEvent, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[ExecutionEvent | ReportDefinedEvent] = TypeAdapter(Event)
+MODEL_OF: dict[str, type[ExecutionEvent] | type[ReportDefinedEvent]] = {
+    **dict.fromkeys(EXECUTION_TYPES, ExecutionEvent),
+    T.REPORT_DEFINED: ReportDefinedEvent,
+}

@@ -1,0 +1,320 @@
+"""Publish events to Kafka with aiokafka: acknowledged, idempotent, batched.
+
+::
+
+    async with Publisher(settings) as pub:
+        delivery = await pub.publish(event)          # waits for the broker's ack
+        future = await pub.send(event)               # queued; await future for the ack
+        batches = await pub.send_many(records)       # pre-serialized, one batch per partition
+
+Every message is sent with ``acks="all"`` and an idempotent producer, so the
+retries aiokafka makes on a retriable broker error (leader moved, broker
+restarting) never duplicate nor reorder a message within its partition. The
+key is the event's key (``execution_id``; ``report_id`` for report
+definitions): the default partitioner (murmur2, like the Java client) then puts
+every event of one execution on one partition. Values are structured-mode
+CloudEvents (``to_json``) with a ``content-type`` header.
+
+Failures surface as ``PublishError`` (``retriable`` copied from the aiokafka
+error, which stays the ``__cause__``): raised by ``publish``, set on the
+futures of ``send``/``send_raw``/``send_many``, and raised again by
+``flush()`` for any message that failed since the previous flush, so a
+fire-and-forget sender still learns about it. ``stop()`` waits for every
+pending message (nothing queued is dropped) and logs what failed. After a
+failed batch the next send starts a new idempotent producer, so sending the
+batch again works (aiokafka alone would refuse that partition for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from functools import partial
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.codec import has_lz4, has_snappy, has_zstd
+from aiokafka.errors import KafkaError
+
+from producer._kafka import (
+    Delivery,
+    Headers,
+    Partitioner,
+    RawRecord,
+    SentBatch,
+    flush_error,
+    publish_error,
+    settle,
+)
+from producer.admin import ensure_topics
+from producer.errors import PublishError
+from producer.events import Event, kafka_headers, to_json
+from producer.settings import DEFAULT_SOURCE, KafkaSettings, ProducerSettings, PublisherSettings
+
+__all__ = [
+    "Delivery",
+    "Headers",
+    "Partitioner",
+    "Publisher",
+    "RawRecord",
+    "SentBatch",
+    "ensure_topics",
+    "publish_error",
+]
+
+log = structlog.get_logger(__name__)
+_NEEDS_CRAMJAM = {"zstd": has_zstd, "lz4": has_lz4, "snappy": has_snappy}
+
+
+class Publisher:
+    """An ``AIOKafkaProducer`` that speaks events; an async context manager.
+
+    ``settings`` is a ``KafkaSettings`` (or a whole ``ProducerSettings``; by
+    default read from the environment). ``topic`` overrides the settings'
+    topic; ``source`` is the CloudEvents source that ``producer.tracking``
+    stamps on the events it builds.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings | ProducerSettings | None = None,
+        *,
+        topic: str | None = None,
+        source: str | None = None,
+        options: PublisherSettings | None = None,
+    ) -> None:
+        if settings is None or isinstance(settings, ProducerSettings):
+            whole = settings or ProducerSettings()
+            settings, source, options = (
+                whole.kafka,
+                source or whole.source,
+                options or whole.publisher,
+            )
+        self.settings = settings
+        self.topic = topic or settings.topic
+        self.source = source or DEFAULT_SOURCE
+        self.options = options or PublisherSettings()
+        self.partitioner = Partitioner()
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: set[asyncio.Future[Delivery]] = set()
+        self._failures: list[PublishError] = []
+        self._stale = False  # a batch failed: its partition's sequence has a gap
+        self._retired: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Connect to the cluster (idempotent)."""
+        if self._producer is None:
+            self._producer = await self._new_producer()
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        kwargs = self.settings.client_kwargs() | self.options.producer_kwargs()
+        codec = kwargs["compression_type"]
+        if codec in _NEEDS_CRAMJAM and not _NEEDS_CRAMJAM[codec]():
+            log.warning("compression needs the cramjam package; using gzip", wanted=codec)
+            kwargs["compression_type"] = "gzip"
+        producer = AIOKafkaProducer(partitioner=self.partitioner, **kwargs)
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise publish_error(exc) from exc
+        return producer
+
+    async def _ready(self) -> AIOKafkaProducer:
+        """The producer to send with; a new one after a batch failed.
+
+        aiokafka numbers batches per partition for idempotence and counts a
+        failed batch as sent, so after any failure the broker refuses every
+        later batch of that partition (OutOfOrderSequenceNumber) and aiokafka
+        never recovers. A new producer gets a new producer id and starts
+        numbering afresh, as the Java client does by bumping its epoch.
+        """
+        if self._producer is None:
+            raise RuntimeError("Publisher is not started: use `async with Publisher(...)`")
+        if self._stale:
+            fresh = await self._new_producer()
+            old, self._producer, self._stale = self._producer, fresh, False
+            task = asyncio.create_task(old.stop())  # its batches settle on their own
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+            log.warning("a batch failed: restarted the idempotent producer", topic=self.topic)
+        return self._producer
+
+    async def flush(self) -> None:
+        """Wait until every message sent so far is acknowledged or failed.
+
+        Raises ``PublishError`` when any of them failed since the last flush
+        (``publish`` failures excepted: ``publish`` raised them already).
+        """
+        if self._producer is not None:
+            await self._producer.flush()
+        if self._pending:
+            await asyncio.wait(list(self._pending))
+        failures, self._failures = self._failures, []
+        if failures:
+            raise flush_error(failures)
+
+    async def stop(self) -> None:
+        """Flush (nothing queued is dropped), then close the connections."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await producer.flush()
+            if self._pending:
+                await asyncio.wait(list(self._pending))
+        finally:
+            await producer.stop()
+            if self._retired:
+                await asyncio.wait(list(self._retired))
+        if self._failures:
+            log.error("messages failed", count=len(self._failures), first=str(self._failures[0]))
+            self._failures = []
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ sending
+    async def publish(self, event: Event) -> Delivery:
+        """Send one event and wait for the broker's acknowledgement."""
+        future = await self.send(event)
+        try:
+            return await future
+        except PublishError as exc:
+            self._forget(exc)
+            raise
+
+    async def send(self, event: Event) -> asyncio.Future[Delivery]:
+        """Queue one event; the returned future resolves when the broker acknowledges it."""
+        return await self.send_raw(event.key, to_json(event), kafka_headers(event))
+
+    async def publish_raw(self, key: bytes | None, value: bytes, headers: Headers = ()) -> Delivery:
+        """``publish`` for pre-serialized bytes (which are not validated: see ``send_raw``)."""
+        future = await self.send_raw(key, value, headers)
+        try:
+            return await future
+        except PublishError as exc:
+            self._forget(exc)
+            raise
+
+    async def send_raw(
+        self, key: bytes | None, value: bytes, headers: Headers = ()
+    ) -> asyncio.Future[Delivery]:
+        """Queue pre-serialized bytes as they are: nothing is validated.
+
+        For the simulator and for tests that publish deliberately invalid
+        messages; services publish events with ``publish``/``send``.
+        """
+        producer = await self._ready()
+        try:
+            inner = await producer.send(self.topic, value, key=key, headers=list(headers))
+        except KafkaError as exc:
+            raise publish_error(exc) from exc
+        return self._track(inner, producer)
+
+    async def send_many(self, records: Iterable[RawRecord]) -> list[SentBatch]:
+        """Queue pre-serialized records as whole batches, one or more per partition.
+
+        The fast path (the simulator's): records are grouped by partition in
+        their order and appended to aiokafka batch builders in C, so a message
+        costs no future nor coroutine of its own. Waits while a partition
+        already has a batch queued (back-pressure), at most
+        ``request_timeout_ms``. Broker trouble is never raised here: every
+        record ends up in one returned ``SentBatch``, whose future fails when
+        the batch could not even be queued.
+        """
+        groups: dict[int, list[RawRecord]] = {}
+        sent: list[SentBatch] = []
+        try:
+            producer = await self._ready()
+            partitions = sorted(await producer.partitions_for(self.topic))
+        except KafkaError as exc:
+            return [SentBatch(-1, list(records), self._failed(publish_error(exc)))]
+        except PublishError as exc:
+            return [SentBatch(-1, list(records), self._failed(exc))]
+        for record in records:
+            groups.setdefault(self.partitioner(record.key, partitions, None), []).append(record)
+        error: PublishError | None = None
+        for partition, group in groups.items():
+            start = 0
+            builder = producer.create_batch()
+            for index, record in enumerate(group):
+                if error is not None:
+                    break
+                appended = builder.append(
+                    key=record.key, value=record.value, timestamp=None, headers=record.headers
+                )
+                if appended is None:  # full: an empty builder always takes one record
+                    batch = await self._submit(producer, builder, partition, group[start:index])
+                    sent.append(batch)
+                    error = _queue_error(batch)
+                    builder, start = producer.create_batch(), index
+                    builder.append(
+                        key=record.key, value=record.value, timestamp=None, headers=record.headers
+                    )
+            if error is None:
+                batch = await self._submit(producer, builder, partition, group[start:])
+                error = _queue_error(batch)
+            else:  # the broker is not taking batches: fail the rest at once
+                batch = SentBatch(partition, group[start:], self._failed(error))
+            sent.append(batch)
+        return sent
+
+    # ------------------------------------------------------------ internals
+    async def _submit(
+        self, producer: AIOKafkaProducer, builder: Any, partition: int, records: Sequence[RawRecord]
+    ) -> SentBatch:
+        builder.close()  # no linger: the batch is complete
+        try:
+            inner = await producer.send_batch(builder, self.topic, partition=partition)
+        except KafkaError as exc:  # not queued: no sequence number was used
+            return SentBatch(partition, records, self._failed(publish_error(exc)))
+        return SentBatch(partition, records, self._track(inner, producer))
+
+    def _failed(self, error: PublishError) -> asyncio.Future[Delivery]:
+        """A future for records that never reached aiokafka's queue."""
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        future.set_exception(error)
+        future.exception()  # retrieved: flush() reports it
+        self._failures.append(error)
+        return future
+
+    def _track(
+        self, inner: asyncio.Future[Any], producer: AIOKafkaProducer
+    ) -> asyncio.Future[Delivery]:
+        outer: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        inner.add_done_callback(partial(settle, outer))
+        self._pending.add(outer)
+        outer.add_done_callback(partial(self._done, producer))
+        return outer
+
+    def _done(self, producer: AIOKafkaProducer, future: asyncio.Future[Delivery]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and isinstance(exc := future.exception(), PublishError):
+            self._failures.append(exc)
+            if producer is self._producer:
+                self._stale = True
+
+    def _forget(self, exc: PublishError) -> None:
+        """``publish`` raised it: ``flush`` need not raise it again."""
+        self._failures = [failure for failure in self._failures if failure is not exc]
+
+
+def _queue_error(batch: SentBatch) -> PublishError | None:
+    future = batch.future
+    if future.done() and not future.cancelled():
+        error = future.exception()
+        return error if isinstance(error, PublishError) else None
+    return None

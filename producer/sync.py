@@ -1,0 +1,209 @@
+"""Publishing and tracking for code without asyncio (threads, WSGI, scripts).
+
+::
+
+    with SyncPublisher() as pub:                        # settings from the environment
+        with track_sync(pub, report_id="vpc-inventory") as run:
+            run.progress(records_processed=10)
+            run.set(result_summary={"vpcs": 12})
+
+One ``SyncPublisher`` owns one background thread running one event loop, on
+which its async ``Publisher`` lives; every call hands a coroutine to that
+loop and blocks until it is done (or ``timeout`` seconds pass: then a
+retriable ``PublishError``). It is safe to share between threads: calls are
+serialised by the loop. Create one per process and ``stop()`` it (or use
+``with``) before exiting: the thread is a daemon, so messages still queued
+when the interpreter exits without ``stop()`` are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
+
+from producer.errors import PublishError
+from producer.events import Event, ExecutionEvent, TriggerType
+from producer.publisher import Publisher
+from producer.settings import KafkaSettings, ProducerSettings
+from producer.tracking import OnPublishError, Run, Tracking, track
+
+__all__ = ["AsyncPublisher", "SyncPublisher", "SyncRun", "SyncTracking", "track_sync"]
+
+T = TypeVar("T")
+
+
+class AsyncPublisher(Protocol):
+    """What ``SyncPublisher`` drives: ``Publisher`` or ``InMemoryPublisher``."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def flush(self) -> None: ...
+    async def publish(self, event: Event, /) -> Any: ...
+
+
+class SyncPublisher:
+    """A blocking facade over an async publisher, running on its own loop thread."""
+
+    def __init__(
+        self,
+        publisher: AsyncPublisher | None = None,
+        settings: KafkaSettings | ProducerSettings | None = None,
+        *,
+        topic: str | None = None,
+        source: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.publisher: AsyncPublisher = publisher or Publisher(
+            settings, topic=topic, source=source
+        )
+        self.source: str | None = source or getattr(self.publisher, "source", None)
+        self.timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the loop thread and the publisher on it (idempotent)."""
+        if self._loop is not None:
+            return
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="exectrack-publisher", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        try:
+            self.run(self.publisher.start())
+        except BaseException:
+            self._close_loop()
+            raise
+
+    def stop(self) -> None:
+        """Flush and stop the publisher, then the loop and its thread."""
+        if self._loop is None:
+            return
+        try:
+            self.run(self.publisher.stop())
+        finally:
+            self._close_loop()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the publisher's loop and wait for its result."""
+        loop = self._loop
+        if loop is None:
+            coroutine.close()
+            raise RuntimeError("SyncPublisher is not started: use `with SyncPublisher(...)`")
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        wait = self.timeout if timeout is None else timeout
+        try:
+            return future.result(wait)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise PublishError(f"no answer within {wait} s", retriable=True) from None
+
+    def publish(self, event: Event) -> Any:
+        """Publish one event and wait for the acknowledgement."""
+        return self.run(self.publisher.publish(event))
+
+    def flush(self) -> None:
+        self.run(self.publisher.flush())
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _close_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+class _OnLoop:
+    """Adapts the async publisher for ``Run``, which already runs on the loop thread."""
+
+    def __init__(self, publisher: SyncPublisher) -> None:
+        self._publisher = publisher
+        self.source = publisher.source
+
+    async def publish(self, event: ExecutionEvent, /) -> object:
+        return await self._publisher.publisher.publish(event)
+
+
+class SyncRun:
+    """The blocking face of ``producer.tracking.Run``."""
+
+    def __init__(self, run: Run, publisher: SyncPublisher) -> None:
+        self.run = run
+        self._publisher = publisher
+
+    @property
+    def execution_id(self) -> str:
+        return self.run.execution_id
+
+    @property
+    def publish_errors(self) -> int:
+        return self.run.publish_errors
+
+    def progress(self, records_processed: int | None = None, **fields: Any) -> None:
+        self._publisher.run(self.run.progress(records_processed, **fields))
+
+    def set(self, **fields: Any) -> None:
+        self.run.set(**fields)
+
+
+class SyncTracking:
+    """The context manager ``track_sync`` returns; ``with`` gives the ``SyncRun``."""
+
+    def __init__(self, tracking: Tracking, publisher: SyncPublisher) -> None:
+        self._tracking = tracking
+        self._publisher = publisher
+
+    def __enter__(self) -> SyncRun:
+        self._publisher.run(self._tracking.__aenter__())
+        return SyncRun(self._tracking.run, self._publisher)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._publisher.run(self._tracking.__aexit__(exc_type, exc, tb))
+
+
+def track_sync(
+    publisher: SyncPublisher,
+    *,
+    report_id: str,
+    execution_id: str | None = None,
+    trigger_type: TriggerType | str | None = None,
+    started_by: int | None = None,
+    execution_parameters: dict[str, Any] | None = None,
+    source: str | None = None,
+    on_publish_error: OnPublishError = "log",
+) -> SyncTracking:
+    """``producer.tracking.track`` for blocking code; same events, same arguments."""
+    tracking = track(
+        _OnLoop(publisher),
+        report_id=report_id,
+        execution_id=execution_id,
+        trigger_type=trigger_type,
+        started_by=started_by,
+        execution_parameters=execution_parameters,
+        source=source,
+        on_publish_error=on_publish_error,
+    )
+    return SyncTracking(tracking, publisher)
