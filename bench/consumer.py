@@ -1,0 +1,264 @@
+"""The consumer end to end, beside a drain ceiling and a naive baseline.
+
+``python -m bench.consumer --events 200000``
+
+One process, one run, against the services of ``EXECTRACK_KAFKA__BOOTSTRAP_SERVERS``
+and ``EXECTRACK_DATABASE__URL`` (the local stack by default):
+
+1. preload a fresh 12-partition topic with about N events from the simulator
+   (recent times, 1% duplicates, reordering, 1% invalid), before any clock;
+2. drain ceiling: a bare aiokafka consumer reads the whole topic and does
+   nothing with the records (events/s): what reading alone costs here;
+3. exectrack: ``ConsumerService`` with a fresh group into a fresh, migrated
+   database, from start until every record is committed (events/s and rows/s),
+   then a check that the table has one row per simulated execution;
+4. naive baseline: what a tutorial does, one event at a time: parse, one
+   ``INSERT ... ON DUPLICATE KEY UPDATE`` of that event's fields, one commit,
+   on the first ``--naive-sample`` records; its rate is extrapolated as is
+   (events/s of the sample), which flatters it if anything (small table).
+
+Prints the rates and the ratios (exectrack / ceiling, exectrack / naive) and
+writes ``bench/results/consumer.json`` (git-ignored). Durability stays on:
+``innodb_flush_log_at_trx_commit=1`` (deploy/local/mariadb/my.cnf.in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import SecretStr
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.engine import make_url
+
+from consumer.db import migrate
+from consumer.db.engine import create_engine
+from consumer.db.repository import EXECUTIONS, REPORTS
+from consumer.service import ConsumerService
+from consumer.settings import DatabaseSettings, Settings
+from producer.errors import InvalidEvent
+from producer.events import ExecutionEvent, parse_event
+from producer.publisher import Publisher
+from producer.settings import KafkaSettings
+from producer.simulate import SimConfig, records, run_simulation
+
+RESULTS = Path(__file__).resolve().parent / "results" / "consumer.json"
+PARTITIONS = 12
+
+
+async def preload(kafka: KafkaSettings, config: SimConfig) -> tuple[int, int]:
+    """Publish the simulation; returns (messages, distinct valid executions)."""
+    executions = {r.key for r in records(config) if r.reason is None and r.wire is not None}
+    async with Publisher(kafka) as pub:
+        report = await run_simulation(pub, config, progress=False)
+    if report.failed:
+        raise RuntimeError(f"preload: {report.failed} messages failed")
+    return report.sent, len(executions)
+
+
+async def drain_ceiling(kafka: KafkaSettings, total: int) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(kafka.topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen, started = 0, time.perf_counter()
+        while seen < total:
+            for batch in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                seen += len(batch)
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def exectrack(settings: Settings, total: int) -> float:
+    service = ConsumerService(settings)
+    started = time.perf_counter()
+    task = asyncio.create_task(service.run())
+    try:
+        while service.totals.records < total:
+            if task.done():
+                await task
+                raise RuntimeError("the consumer stopped early")
+            await asyncio.sleep(0.02)
+        return time.perf_counter() - started
+    finally:
+        service.request_stop()
+        await task
+
+
+async def naive(kafka: KafkaSettings, url: str, sample: int) -> float:
+    """One event at a time: parse, upsert its fields, commit."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    fetched: list[Any] = []
+    try:
+        partitions = [TopicPartition(kafka.topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while len(fetched) < sample:
+            for batch in (await consumer.getmany(timeout_ms=1000, max_records=sample)).values():
+                fetched.extend(batch)
+    finally:
+        await consumer.stop()
+    engine = create_engine(DatabaseSettings(), url=url)
+    try:
+        started = time.perf_counter()
+        for record in fetched[:sample]:
+            try:
+                event = parse_event(record.value, record.headers, record.key)
+            except InvalidEvent:
+                continue
+            if not isinstance(event, ExecutionEvent):
+                continue
+            data = event.data
+            fields = {
+                k: v for k, v in data.model_dump().items() if v is not None and k != "sequence"
+            }
+            row = {**fields, "status": event.status, "created_at": event.time,
+                   "last_event_at": event.time, "fold_keys": {}}  # fmt: skip
+            async with engine.begin() as conn:
+                report = mysql_insert(REPORTS).values(report_id=data.report_id, name=data.report_id)
+                await conn.execute(report.on_duplicate_key_update(report_id=REPORTS.c.report_id))
+                stmt = mysql_insert(EXECUTIONS).values(row)
+                await conn.execute(stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in row}))
+        return time.perf_counter() - started
+    finally:
+        await engine.dispose()
+
+
+async def fresh_database(server_url: str) -> str:
+    name = f"exectrack_bench_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(DatabaseSettings(), url=server_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"CREATE DATABASE `{name}`"))
+    finally:
+        await engine.dispose()
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    await migrate.upgrade(url)
+    return url
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    engine = create_engine(DatabaseSettings(), url=server_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP DATABASE IF EXISTS `{make_url(url).database}`"))
+    finally:
+        await engine.dispose()
+
+
+async def count_rows(url: str) -> int:
+    engine = create_engine(DatabaseSettings(), url=url)
+    try:
+        async with engine.connect() as conn:
+            return int(
+                (await conn.execute(select(func.count()).select_from(EXECUTIONS))).scalar_one()
+            )
+    finally:
+        await engine.dispose()
+
+
+async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
+    base = Settings()
+    suffix = uuid.uuid4().hex[:8]
+    kafka = base.kafka.model_copy(
+        update={"topic": f"bench-{suffix}", "dlq_topic": f"bench-{suffix}.dlq"}
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    server_url = base.database.url.get_secret_value()
+    urls: list[str] = []
+    try:
+        await admin.create_topics(
+            [NewTopic(kafka.topic, PARTITIONS, 1), NewTopic(kafka.dlq_topic, 1, 1)]
+        )
+        start = datetime.now(UTC) - timedelta(hours=6)
+        executions = max(1, round(events / 4.6))  # the simulator makes ~4.6 messages per execution
+        config = SimConfig(executions=executions, seed=seed, start=start, reorder_ratio=0.1)
+        total, expected_rows = await preload(kafka, config)
+        print(f"preloaded {total:,} messages ({expected_rows:,} executions) into {kafka.topic}")
+
+        ceiling_s = await drain_ceiling(kafka, total)
+        print(f"drain ceiling (bare aiokafka):   {total / ceiling_s:>9,.0f} events/s")
+
+        urls.append(await fresh_database(server_url))
+        settings = base.model_copy(update={
+            "kafka": kafka, "group_id": f"bench-{suffix}", "health_port": 0, "create_topics": False,
+            "database": DatabaseSettings(url=SecretStr(urls[0])),
+        })  # fmt: skip
+        consumer_s = await exectrack(settings, total)
+        rows = await count_rows(urls[0])
+        correct = rows == expected_rows
+        print(
+            f"exectrack consumer (end to end): {total / consumer_s:>9,.0f} events/s, "
+            f"{rows / consumer_s:,.0f} rows/s; rows {rows:,} (expected {expected_rows:,})"
+        )
+
+        urls.append(await fresh_database(server_url))
+        sample = min(naive_sample, total)
+        naive_s = await naive(kafka, urls[1], sample)
+        print(f"naive baseline (1 event/commit): {sample / naive_s:>9,.0f} events/s "
+              f"(sample of {sample:,})")  # fmt: skip
+        await admin.delete_topics([kafka.topic, kafka.dlq_topic])
+    finally:
+        await admin.close()
+        for url in urls:
+            await drop_database(server_url, url)
+    rates = {
+        "drain_ceiling": total / ceiling_s,
+        "exectrack": total / consumer_s,
+        "naive": sample / naive_s,
+    }
+    ratios = {
+        "exectrack_to_ceiling": rates["exectrack"] / rates["drain_ceiling"],
+        "exectrack_to_naive": rates["exectrack"] / rates["naive"],
+    }
+    print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
+    return {
+        "benchmark": "consumer",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "events": total,
+        "executions": expected_rows,
+        "table_correct": correct,
+        "events_per_s": {k: round(v) for k, v in rates.items()},
+        "rows_per_s": round(rows / consumer_s),
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "batch_max_records": base.batch_max_records,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.consumer", description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--naive-sample", type=int, default=3_000)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    result = asyncio.run(bench(args.events, args.seed, args.naive_sample))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0 if result["table_correct"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
