@@ -73,8 +73,18 @@ class ConsumerService:
         self.last_turn = time.monotonic()
         self.db_ok = False
         self.identity = consumer_identity(settings.group_id)
+        self.consumer: AIOKafkaConsumer | None = None  # created by start(): no I/O before it
+        self.dlq_producer: AIOKafkaProducer | None = None
+
+    def _running(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        if self.consumer is None or self.dlq_producer is None:
+            raise RuntimeError("ConsumerService.start() has not run")
+        return self.consumer, self.dlq_producer
+
+    def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        settings = self.settings
         kafka = settings.kafka.client_kwargs()
-        self.consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -84,9 +94,10 @@ class ConsumerService:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             **kafka,
         )
-        self.dlq_producer = AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             acks="all", enable_idempotence=True, max_request_size=1024 * 1024, **kafka
         )
+        return consumer, producer
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -94,6 +105,7 @@ class ConsumerService:
             created = await ensure_topics(self.settings.kafka)
             if created:
                 log.info("topics_created", topics=created)
+        self.consumer, self.dlq_producer = self._clients()
         await self.dlq_producer.start()
         self.consumer.subscribe([self.settings.kafka.topic], listener=_WaitForBatch(self))
         await self.consumer.start()
@@ -107,9 +119,11 @@ class ConsumerService:
     async def stop(self) -> None:
         """Leave the group and close everything (safe to call twice)."""
         try:
-            await self.consumer.stop()
+            if self.consumer is not None:
+                await self.consumer.stop()
         finally:
-            await self.dlq_producer.stop()
+            if self.dlq_producer is not None:
+                await self.dlq_producer.stop()
             if self._owns_engine:
                 await self.engine.dispose()
         log.info("consumer_stopped", **vars(self.totals))
@@ -133,7 +147,8 @@ class ConsumerService:
         return not self.stopping.is_set()
 
     async def poll_once(self) -> None:
-        fetched = await self.consumer.getmany(
+        consumer, _ = self._running()
+        fetched = await consumer.getmany(
             timeout_ms=self.settings.fetch_timeout_ms,
             max_records=self.settings.batch_max_records,
         )
@@ -154,8 +169,9 @@ class ConsumerService:
         self.db_ok = True
         dead = batch.dead_letters + self._refused(batch, outcome.errors)
         await self._dead_letter(dead)
+        consumer, _ = self._running()
         try:
-            await self.consumer.commit(batch.offsets)
+            await consumer.commit(batch.offsets)
         except (
             CommitFailedError
         ) as exc:  # lost the partitions in a rebalance: the new owner replays
@@ -174,11 +190,12 @@ class ConsumerService:
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:
             return
+        _, producer = self._running()
         futures = []
         for letter in dead:
             key, value, headers = letter.message(self.identity)
             futures.append(
-                await self.dlq_producer.send(
+                await producer.send(
                     self.settings.kafka.dlq_topic, value=value, key=key, headers=headers
                 )
             )
@@ -213,7 +230,7 @@ class ConsumerService:
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.LAST_BATCH.set(time.time())
         for tp, offset in batch.offsets.items():
-            highwater = self.consumer.highwater(tp)
+            highwater = self.consumer.highwater(tp) if self.consumer else None
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(highwater - offset)
         log.info(
@@ -235,7 +252,7 @@ class ConsumerService:
         return time.monotonic() - self.last_turn < window
 
     async def ready(self) -> bool:
-        if not self.consumer.assignment():
+        if self.consumer is None or not self.consumer.assignment():
             return False
         try:
             async with self.engine.connect() as conn:

@@ -204,7 +204,7 @@ async def test_rebalances_while_the_stream_flows(
         await progressed(topics, len(messages), 0.15)
         second_task = asyncio.create_task(second.run())
         async with asyncio.timeout(60):
-            while not (second.consumer.assignment() and second.totals.batches):
+            while not (second.consumer and second.consumer.assignment() and second.totals.batches):
                 await asyncio.sleep(0.05)
         first.request_stop()  # leaves the group: the second takes everything
         await asyncio.wait_for(first_task, 30)
