@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from consumer.settings import Settings
 from producer.events import ExecutionStatus, ReportType
+from producer.settings import ProducerSettings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -31,7 +32,8 @@ def env_names(model: type[BaseModel], prefix: str = "EXECTRACK_") -> list[str]:
 
 def test_every_setting_is_documented() -> None:
     text = DOCS.read_text()
-    missing = [n for n in env_names(Settings) if f"`{n}" not in text]
+    names = env_names(Settings) + env_names(ProducerSettings)
+    missing = [n for n in names if f"`{n}" not in text]
     assert not missing, f"document these in docs/configuration.md: {missing}"
 
 
