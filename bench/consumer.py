@@ -38,11 +38,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import make_url
 
 from consumer.db import migrate
+from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS, REPORTS, USERS
 from consumer.service import ConsumerService
@@ -156,25 +157,9 @@ async def naive(kafka: KafkaSettings, url: str, sample: int) -> float:
 
 
 async def fresh_database(server_url: str) -> str:
-    name = f"exectrack_bench_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(DatabaseSettings(), url=server_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f"CREATE DATABASE `{name}`"))
-    finally:
-        await engine.dispose()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    url = await create_database(server_url, f"exectrack_bench_{uuid.uuid4().hex[:8]}")
     await migrate.upgrade(url)
     return url
-
-
-async def drop_database(server_url: str, url: str) -> None:
-    engine = create_engine(DatabaseSettings(), url=server_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f"DROP DATABASE IF EXISTS `{make_url(url).database}`"))
-    finally:
-        await engine.dispose()
 
 
 async def count_rows(url: str) -> int:
@@ -234,7 +219,7 @@ async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
     finally:
         await admin.close()
         for url in urls:
-            await drop_database(server_url, url)
+            await drop_database(server_url, str(make_url(url).database))
     rates = {
         "drain_ceiling": total / ceiling_s,
         "exectrack": total / consumer_s,

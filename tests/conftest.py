@@ -14,14 +14,17 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.db import migrate
+from consumer.db.admin import create_database, drop_database
+from consumer.db.admin import url_for as database_url_for
 from consumer.db.engine import create_engine
 from consumer.settings import DatabaseSettings
 from tests.stack import Services, choose_backend, services
 from tests.support.kafka import wait_for_leaders
+
+__all__ = ["Topics", "create_database", "database_url_for", "drop_database"]
 
 TABLES = ("report_executions", "reports", "users")
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -48,37 +51,13 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Services]:
         yield found
 
 
-def database_url_for(server_url: str, database: str) -> str:
-    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
-
-
-async def create_database(server_url: str, name: str) -> None:
-    engine = create_engine(DatabaseSettings(), url=server_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-            )
-    finally:
-        await engine.dispose()
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    engine = create_engine(DatabaseSettings(), url=server_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="session")
 async def scratch_database(stack: Services) -> AsyncIterator[str]:
     """A fresh, empty database; returns its URL. Tests may migrate it as they like."""
     name = f"exectrack_test_{uuid.uuid4().hex[:12]}"
-    await create_database(stack.database_url, name)
+    url = await create_database(stack.database_url, name)
     try:
-        yield database_url_for(stack.database_url, name)
+        yield url
     finally:
         await drop_database(stack.database_url, name)
 
@@ -87,8 +66,7 @@ async def scratch_database(stack: Services) -> AsyncIterator[str]:
 async def database_url(stack: Services) -> AsyncIterator[str]:
     """A fresh database for the session, migrated to head."""
     name = f"exectrack_test_{uuid.uuid4().hex[:12]}"
-    await create_database(stack.database_url, name)
-    url = database_url_for(stack.database_url, name)
+    url = await create_database(stack.database_url, name)
     try:
         await migrate.upgrade(url)
         yield url
