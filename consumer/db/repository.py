@@ -31,6 +31,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer.db import fastsql
 from consumer.db.models import Report, ReportExecution, User
 from consumer.errors import ConcurrentInsert, PoisonBatch, StorageError
 from consumer.fold import ExecutionFold
@@ -52,7 +53,7 @@ RETRIABLE_CODES = frozenset({
 })  # fmt: skip
 
 
-EXECUTION_COLUMNS = [c.name for c in EXECUTIONS.columns if c.name != "id"]
+EXECUTION_COLUMNS = tuple(c.name for c in EXECUTIONS.columns if c.name != "id")
 DEFINITION_COLUMNS = (
     "name", "description", "report_type", "category", "provider", "query_config",
     "scheduling_config", "notification_config", "parameters_schema", "is_active",
@@ -224,7 +225,10 @@ async def write_batch(
     users.discard(None)
     await _ensure_rows(conn, USERS, "id", [{"id": u} for u in users])
 
-    stored = await _lock(conn, EXECUTIONS, "execution_id", executions, EXECUTION_COLUMNS)
+    stored: dict[str, dict[str, Any]] = {}
+    for keys in chunks(sorted(executions)):
+        for locked in await fastsql.lock_rows(conn, EXECUTION_COLUMNS, keys):
+            stored[locked["execution_id"]] = locked
     merged: dict[str, ExecutionFold] = {}
     for eid, fold in executions.items():
         row = stored.get(eid)
@@ -254,6 +258,8 @@ async def write_batch(
             expired += 1  # already past retention: a replay must not resurrect it
         else:
             fresh.append(row)
-    await _insert(conn, EXECUTIONS, fresh)
-    await _overwrite(conn, EXECUTIONS, replace, EXECUTION_COLUMNS)
+    for rows in chunks(fresh):
+        await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=False)
+    for rows in chunks(replace):
+        await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=True)
     return WriteResult(len(fresh) + len(replace), expired, defined, placeholders)
