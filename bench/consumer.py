@@ -46,7 +46,7 @@ from consumer.db import migrate
 from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS, REPORTS, USERS
-from consumer.service import ConsumerService
+from consumer.service import ConsumerService, tune_gc
 from consumer.settings import DatabaseSettings, Settings
 from producer.errors import InvalidEvent
 from producer.events import ExecutionEvent, parse_event
@@ -92,6 +92,7 @@ async def drain_ceiling(kafka: KafkaSettings, total: int) -> float:
 
 async def exectrack(settings: Settings, total: int) -> tuple[float, float]:
     """Returns (seconds from start to the last commit, steady events/s after the first batch)."""
+    tune_gc()  # as `exectrack-consumer consume` does (consumer.service.run_service)
     service = ConsumerService(settings)
     started = time.perf_counter()
     task = asyncio.create_task(service.run())

@@ -50,6 +50,7 @@ CARRIED_FIELDS: tuple[str, ...] = (
     "output_location",
     "retention_until",
 )
+_CARRIED = frozenset(CARRIED_FIELDS)
 STATUS = "status"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -68,14 +69,15 @@ class ExecutionFold:
 
     @classmethod
     def of(cls, event: ExecutionEvent) -> ExecutionFold:
+        key = event.order_key
         fold = cls(
             execution_id=event.data.execution_id,
             status=event.status,
-            status_key=event.order_key,
+            status_key=key,
             first_time=event.time,
             last_time=event.time,
         )
-        fold._take_fields(event)
+        fold._take_fields(event, key)
         return fold
 
     def add(self, event: ExecutionEvent) -> None:
@@ -83,16 +85,21 @@ class ExecutionFold:
         key = event.order_key
         if key > self.status_key:
             self.status, self.status_key = event.status, key
-        self.first_time = min(self.first_time, event.time)
-        self.last_time = max(self.last_time, event.time)
-        self._take_fields(event)
+        if event.time < self.first_time:
+            self.first_time = event.time
+        elif event.time > self.last_time:
+            self.last_time = event.time
+        self._take_fields(event, key)
 
-    def _take_fields(self, event: ExecutionEvent) -> None:
-        key = event.order_key
+    def _take_fields(self, event: ExecutionEvent, key: OrderKey) -> None:
         data = event.data
+        fields = data.__dict__
         values = self.values
-        for name in CARRIED_FIELDS:
-            value = getattr(data, name)
+        # only the fields the event carried (pydantic records which were given)
+        for name in data.model_fields_set:
+            if name not in _CARRIED:
+                continue
+            value = fields[name]
             if value is not None:
                 current = values.get(name)
                 if current is None or key > current[0]:
