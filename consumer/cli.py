@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from datetime import datetime
 from typing import Any
 
 import click
+from aiokafka.errors import KafkaError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
+from consumer import replay as replaying
 from consumer.db import migrate as migrations
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS
@@ -17,6 +21,7 @@ from consumer.fold import decode_keys
 from consumer.logs import configure_logging
 from consumer.service import run_service
 from consumer.settings import Settings
+from consumer.verify import verify
 from consumer.watch import watch
 
 
@@ -71,7 +76,11 @@ def status(execution_id: str) -> None:
         raise click.ClickException(
             f"no execution {execution_id!r} in {settings.database.display_url}"
         )
-    click.echo(json.dumps(found, indent=2, default=str))
+    click.echo(json.dumps(found, indent=2, default=_json_default))
+
+
+def _json_default(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 async def _status(settings: Settings, execution_id: str) -> dict[str, Any] | None:
@@ -117,3 +126,75 @@ def watch_command(interval: float, duration: float | None, until_idle: float | N
 
     counts = asyncio.run(run())
     click.echo(f"{sum(counts.values())} executions in {settings.database.display_url}: {counts}")
+
+
+@main.command("replay")
+@click.option("--target-url", help="Database to rebuild into. [default: EXECTRACK_DATABASE__URL]")
+@click.option("--from-time", help="Start at the first record at or after this RFC 3339 time.")
+@click.option("--partitions", help="Comma-separated partitions, in replay order. [default: all]")
+@click.option("--sequential", is_flag=True, help="Replay one partition after another.")
+@click.option("--merge", is_flag=True, help="Allow a target that already holds executions.")
+@click.option("--dead-letter", is_flag=True, help="Send invalid records to the DLQ again.")
+@click.option("--verify", "then_verify", is_flag=True, help="Then compare with --live-url.")
+@click.option("--live-url", help="Live database for --verify. [default: EXECTRACK_DATABASE__URL]")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def replay_command(
+    target_url: str | None, from_time: str | None, partitions: str | None, sequential: bool,
+    merge: bool, dead_letter: bool, then_verify: bool, live_url: str | None, progress: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Rebuild the tables from the topic up to its current end (docs/replay.md).
+
+    Reads without a consumer group (the live group's offsets stay as they are) and
+    writes through the consumer's batch path. Exit 1 if --verify finds differences.
+    """
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    configured = settings.database.url.get_secret_value()
+    live, target = live_url or configured, target_url or configured
+    try:
+        options = replaying.ReplayOptions(
+            target_url=target_url,
+            from_time=replaying.parse_time(from_time) if from_time else None,
+            partitions=tuple(int(p) for p in partitions.split(",")) if partitions else None,
+            sequential=sequential, merge=merge, dead_letter=dead_letter,
+        )  # fmt: skip
+        if then_verify and target == live:
+            raise replaying.ReplayError("--verify needs a --target-url other than the live one")
+        summary = asyncio.run(replaying.replay(settings, options, progress=progress))
+    except (ValueError, KafkaError) as exc:  # ReplayError is a ValueError
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(summary.as_dict()) if as_json else summary.render())
+    if then_verify:
+        _verify(settings, live, target, newer=summary.captured_at)
+
+
+@main.command("verify")
+@click.option("--rebuilt-url", required=True, help="The database a replay rebuilt.")
+@click.option("--live-url", help="The live database. [default: EXECTRACK_DATABASE__URL]")
+@click.option("--ignore-newer-than", help="Skip executions with events at/after this time.")
+@click.option("--max-shown", default=20, show_default=True, help="Differences listed per table.")
+def verify_command(
+    rebuilt_url: str, live_url: str | None, ignore_newer_than: str | None, max_shown: int
+) -> None:
+    """Compare reports and report_executions row by row: exit 0 if equal, 1 on any
+    difference, 2 if the comparison could not be made."""
+    settings = Settings()
+    live = live_url or settings.database.url.get_secret_value()
+    _verify(settings, live, rebuilt_url, newer=ignore_newer_than, max_shown=max_shown)
+
+
+def _verify(settings: Settings, live: str, rebuilt: str, newer: Any, **options: Any) -> None:
+    try:
+        if isinstance(newer, str):
+            newer = replaying.parse_time(newer)
+        report = asyncio.run(
+            verify(settings.database, live, rebuilt, ignore_newer_than=newer, **options)
+        )
+    except (ValueError, SQLAlchemyError) as exc:
+        click.echo(f"Error: cannot verify: {getattr(exc, 'orig', None) or exc}", err=True)
+        raise SystemExit(2) from None
+    click.echo(report.render())
+    if not report.ok:
+        raise SystemExit(1)

@@ -44,12 +44,17 @@ EXECUTIONS: Table = ReportExecution.__table__  # type: ignore[assignment]
 CHUNK = 1000  # rows per statement: keeps statements well under max_allowed_packet
 DUPLICATE_KEY = 1062
 # Server error codes worth a retry: the database is busy, read-only for a
-# failover, shutting down, out of space, or the connection broke. Client-side
-# codes (2000-2999: can't connect, server gone, lost connection) are always
-# retried. Any other server error is about the rows themselves: isolate them.
+# failover, shutting down, out of space, or the connection broke. Also a
+# database that is misconfigured rather than refusing rows: unknown database,
+# missing table or column (migrations not applied), access denied. Retrying
+# those until an operator fixes them loses nothing; dead-lettering every batch
+# would. Client-side codes (2000-2999: can't connect, server gone, lost
+# connection) are always retried. Any other server error is about the rows
+# themselves: isolate them.
 RETRIABLE_CODES = frozenset({
     1021, 1037, 1038, 1040, 1041, 1053, 1114, 1158, 1159, 1160, 1161, 1203, 1205,
     1213, 1226, 1290, 1317, 1792, 1836, 1927, 3024,
+    1044, 1045, 1049, 1054, 1142, 1143, 1146, 1227,  # misconfigured: schema, privileges
 })  # fmt: skip
 
 

@@ -31,7 +31,12 @@ def wrapped(kind: type[DBAPIError], code: int, message: str) -> Exception:
         (wrapped(OperationalError, 1644, "refused by trigger"), PoisonBatch),
         (wrapped(OperationalError, 1366, "Incorrect string value"), PoisonBatch),
         (wrapped(IntegrityError, 1452, "foreign key constraint fails"), PoisonBatch),
-        (wrapped(ProgrammingError, 1146, "Table doesn't exist"), PoisonBatch),
+        # a misconfigured database is retried, never a reason to dead-letter
+        (wrapped(ProgrammingError, 1146, "Table doesn't exist"), StorageError),
+        (wrapped(OperationalError, 1049, "Unknown database"), StorageError),
+        (wrapped(OperationalError, 1045, "Access denied for user"), StorageError),
+        (wrapped(OperationalError, 1054, "Unknown column"), StorageError),
+        (wrapped(OperationalError, 1406, "Data too long for column"), PoisonBatch),
         (ConnectionRefusedError(111, "refused"), StorageError),
         (ValueError("a bug"), PoisonBatch),
     ],

@@ -1,0 +1,315 @@
+"""Replay: rebuild the tables from the topic, through the live consumer's own batch path.
+
+``exectrack-consumer replay`` (docs/replay.md: reference and runbook). It captures
+the end offset of every partition at the start and reads from the earliest offset
+(or ``--from-time``) up to those ends, assigning partitions by hand: no group, no
+commits, the live group's offsets are never touched. Every ``getmany(max_records=
+batch_max_records)`` goes through ``consumer.batch.decode`` and ``BatchWriter.write``
+(one transaction, the same retention policy, retries and bisection); nothing but
+counters outlives a batch, so memory is flat whatever the topic size. Invalid
+records are counted, not dead-lettered again, unless ``--dead-letter``.
+
+A replay never resurrects an execution past retention (CONTRACT.md). The writer
+skips a *new* row whose fold has expired, but an execution whose events straddle
+batches is written before it is known to be expired, and a late duplicate after a
+skipped fold would insert a partial row that never expires. So the replay writes
+every fold whole (the writer's clock at the epoch) and, at the end, deletes the rows
+it inserted (``id`` above the greatest id at the start) whose ``retention_until`` has
+passed, in bounded chunks: the summary's "skipped as expired". If it is interrupted
+first, the purge removes them (their ``retention_until`` has passed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from alembic.script import ScriptDirectory
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.batch import decode
+from consumer.db import migrate
+from consumer.db.engine import create_engine
+from consumer.db.repository import CHUNK, EXECUTIONS
+from consumer.dlq import DeadLetter, consumer_identity
+from consumer.fold import EPOCH
+from consumer.replay_report import (
+    Mode,
+    ReplayError,
+    ReplayOptions,
+    ReplayPlan,
+    ReplayProgress,
+    ReplaySummary,
+    Span,
+    parse_time,
+)
+from consumer.retention import RetentionPolicy
+from consumer.settings import Settings
+from consumer.writer import BatchWriter
+
+__all__ = ["Replay", "ReplayError", "ReplayOptions", "ReplaySummary", "parse_time", "replay"]
+STALL_S = 120.0  # no record for this long while positions are short of their ends: give up
+
+
+class Replay:
+    """``async with Replay(settings, options) as job``: prepare_target, plan, run."""
+
+    def __init__(self, settings: Settings, options: ReplayOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or ReplayOptions()
+        self.target_url = self.options.target_url or settings.database.url.get_secret_value()
+        self.engine: AsyncEngine = create_engine(settings.database, url=self.target_url)
+        self.mode: Mode = "rebuild"
+        self.max_id = 0  # the greatest report_executions.id before the replay
+        kafka = {**settings.kafka.client_kwargs(), "client_id": "exectrack-replay"}
+        self.consumer = AIOKafkaConsumer(
+            group_id=None,  # manual assignment: no group, no offsets committed anywhere
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=1024 * 1024,
+            **kafka,
+        )
+        self.producer = (
+            AIOKafkaProducer(acks="all", enable_idempotence=True, **kafka)
+            if self.options.dead_letter
+            else None
+        )
+        self.identity = consumer_identity("replay")
+
+    @property
+    def target(self) -> str:
+        return make_url(self.target_url).render_as_string(hide_password=True)
+
+    async def __aenter__(self) -> Replay:
+        try:
+            await self.consumer.start()
+            if self.producer is not None:
+                await self.producer.start()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.consumer.stop()
+            if self.producer is not None:
+                await self.producer.stop()
+        finally:
+            await self.engine.dispose()
+
+    # ------------------------------------------------------------ before reading
+    async def prepare_target(self) -> Mode:
+        """Migrate an empty target; refuse one with executions unless merging."""
+        count_tables = text(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()"
+        )
+        scripts = ScriptDirectory.from_config(migrate.alembic_config(self.target_url))
+        head = scripts.get_current_head()
+        try:
+            async with self.engine.connect() as conn:
+                tables = (await conn.execute(count_tables)).scalar_one()
+                if tables:
+                    version = text("SELECT version_num FROM alembic_version")
+                    revision = (await conn.execute(version)).scalar()
+                    max_id = select(func.max(EXECUTIONS.c.id))
+                    self.max_id = (await conn.execute(max_id)).scalar_one() or 0
+        except DBAPIError as exc:
+            raise ReplayError(f"target {self.target}: {exc.orig or exc}") from exc
+        if tables and revision != head:
+            raise ReplayError(
+                f"target {self.target} has schema revision {revision}, this code writes "
+                f"{head}: run exectrack-consumer migrate on it first"
+            )
+        if not tables:
+            await migrate.upgrade(self.target_url)
+        elif self.max_id:
+            if not self.options.merge:
+                raise ReplayError(
+                    f"target {self.target} already holds executions; replay rebuilds into "
+                    "an empty database (--target-url), or pass --merge to merge the topic "
+                    "into its rows (docs/replay.md)"
+                )
+            self.mode = "merge"
+        return self.mode
+
+    async def plan(self) -> ReplayPlan:
+        """Capture the end offsets now, and where each partition starts."""
+        topic = self.settings.kafka.topic
+        known = await self._partitions(topic)
+        wanted = list(dict.fromkeys(self.options.partitions or known))
+        unknown = sorted(set(wanted) - set(known))
+        if unknown:
+            raise ReplayError(f"topic {topic!r} has no partition {unknown} (it has {len(known)})")
+        tps = [TopicPartition(topic, p) for p in wanted]
+        captured_at = datetime.now(UTC)
+        end = await self.consumer.end_offsets(tps)
+        if self.options.from_time is None:
+            start = await self.consumer.beginning_offsets(tps)
+        else:
+            millis = int(self.options.from_time.timestamp() * 1000)
+            found = await self.consumer.offsets_for_times(dict.fromkeys(tps, millis))
+            start = {tp: end[tp] if found[tp] is None else found[tp].offset for tp in tps}
+        spans = tuple(Span(tp, start[tp], end[tp]) for tp in tps)
+        return ReplayPlan(topic, spans, self.options.sequential, captured_at)
+
+    async def _partitions(self, topic: str) -> list[int]:
+        admin = AIOKafkaAdminClient(**self.settings.kafka.client_kwargs())
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        if described["error_code"] or not described["partitions"]:
+            raise ReplayError(f"topic {topic!r} does not exist (error {described['error_code']})")
+        return sorted(p["partition"] for p in described["partitions"])
+
+    # ------------------------------------------------------------ reading
+    async def run(self, plan: ReplayPlan, progress: ReplayProgress | None = None) -> ReplaySummary:
+        started = time.perf_counter()
+        summary = ReplaySummary(
+            plan.topic, self.target, self.mode, len(plan.spans), plan.captured_at,
+            end_offsets={s.tp.partition: s.end for s in plan.spans},
+        )  # fmt: skip
+        writer = BatchWriter(
+            self.engine,
+            self.settings.retention,
+            retry_initial_s=self.settings.db_retry_initial_s,
+            retry_max_s=self.settings.db_retry_max_s,
+            clock=lambda: EPOCH,  # write every fold whole: expired rows go at the end
+        )
+        groups = [(s,) for s in plan.spans] if plan.sequential else [plan.spans]
+        for group in groups:
+            await self._read(group, writer, summary, progress)
+        now = datetime.now(UTC)
+        summary.skipped_expired += await sweep_expired(
+            self.engine, now, above_id=self.max_id, policy=self.settings.retention
+        )
+        async with self.engine.connect() as conn:
+            count = select(func.count()).select_from(EXECUTIONS)
+            summary.executions = (await conn.execute(count)).scalar_one()
+        summary.elapsed_s = time.perf_counter() - started
+        return summary
+
+    async def _read(
+        self,
+        spans: tuple[Span, ...],
+        writer: BatchWriter,
+        summary: ReplaySummary,
+        progress: ReplayProgress | None,
+    ) -> None:
+        todo = {s.tp: s for s in spans if s.start < s.end}
+        if not todo:
+            return
+        self.consumer.assign(list(todo))
+        for tp, span in todo.items():
+            self.consumer.seek(tp, span.start)
+        last_record = time.monotonic()
+        while todo:
+            fetched = await self.consumer.getmany(
+                *todo,
+                timeout_ms=self.settings.fetch_timeout_ms,
+                max_records=self.settings.batch_max_records,
+            )
+            batch = {}
+            for tp, records in fetched.items():
+                end = todo[tp].end
+                if records and records[-1].offset >= end:  # published after the start
+                    records = [r for r in records if r.offset < end]
+                if records:
+                    batch[tp] = records
+            if batch:
+                await self._apply(batch, writer, summary)
+                last_record = time.monotonic()
+            elif time.monotonic() - last_record > STALL_S:
+                raise ReplayError(f"no records for {STALL_S:.0f} s from {sorted(map(str, todo))}")
+            for tp in list(todo):
+                position = await self.consumer.position(tp)
+                if progress is not None:
+                    progress.update(tp, min(position, todo[tp].end))
+                if position >= todo[tp].end:
+                    self.consumer.pause(tp)
+                    del todo[tp]
+
+    async def _apply(
+        self, fetched: dict[TopicPartition, list[Any]], writer: BatchWriter, summary: ReplaySummary
+    ) -> None:
+        batch = decode(fetched)
+        outcome = await writer.write(batch.executions, batch.definitions)
+        refused = [
+            DeadLetter.of(record, "db_refused", error)
+            for kind in ("execution", "report")
+            for key, error in outcome.errors.items()
+            for record in batch.sources.get((kind, key), ())
+        ]
+        if self.producer is not None:
+            summary.dead_lettered += await self._dead_letter(
+                self.producer, batch.dead_letters + refused
+            )
+        summary.batches += 1
+        summary.events_read += batch.records
+        summary.invalid += len(batch.dead_letters)
+        summary.refused += len(refused)
+        summary.applied += batch.records - len(batch.dead_letters) - len(refused)
+        summary.row_writes += outcome.written
+        summary.skipped_expired += outcome.skipped_expired
+        summary.reports_defined += outcome.reports_defined
+        room = 5 - len(summary.first_errors)
+        summary.first_errors += [f"{k}: {e[:200]}" for k, e in outcome.errors.items()][:room]
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, dead: list[DeadLetter]) -> int:
+        futures = []
+        for letter in dead:
+            key, value, headers = letter.message(self.identity)
+            futures.append(
+                await producer.send(
+                    self.settings.kafka.dlq_topic, value=value, key=key, headers=headers
+                )
+            )
+        await asyncio.gather(*futures)
+        return len(dead)
+
+
+async def sweep_expired(
+    engine: AsyncEngine,
+    now: datetime,
+    *,
+    above_id: int = 0,
+    policy: RetentionPolicy | None = None,
+    chunk: int = CHUNK,
+) -> int:
+    """Delete executions with ``id > above_id`` whose retention_until <= now, ``chunk``
+    rows a transaction, never one on hold in ``policy`` (as the purge). Returns how many."""
+    c = EXECUTIONS.c
+    expired = (c.retention_until <= now) & (c.id > above_id)
+    if policy is not None and policy.hold_executions:
+        expired &= c.execution_id.not_in(sorted(policy.hold_executions))
+    if policy is not None and policy.hold_reports:
+        expired &= c.report_id.not_in(sorted(policy.hold_reports))
+    query = select(c.id).where(expired).order_by(c.retention_until).limit(chunk)
+    removed = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = (await conn.execute(query)).scalars().all()
+            if not ids:
+                return removed
+            await conn.execute(delete(EXECUTIONS).where(c.id.in_(ids)))
+        removed += len(ids)
+
+
+async def replay(
+    settings: Settings, options: ReplayOptions | None = None, *, progress: bool = False
+) -> ReplaySummary:
+    """The whole command: prepare the target, capture the ends, read them, sum up."""
+    async with Replay(settings, options) as job:
+        await job.prepare_target()
+        plan = await job.plan()
+        with ReplayProgress(plan.spans, enabled=progress) as bar:
+            return await job.run(plan, bar)
