@@ -29,6 +29,15 @@ class Batch:
     # which records fed which execution/report: to dead-letter them if the DB refuses it
     sources: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
 
+    def refused(self, errors: Mapping[str, str]) -> list[DeadLetter]:
+        """Dead letters for every record of the executions/reports the database refused."""
+        return [
+            DeadLetter.of(record, "db_refused", error)
+            for kind in ("execution", "report")
+            for key, error in errors.items()
+            for record in self.sources.get((kind, key), ())
+        ]
+
 
 def decode(fetched: Mapping[Any, Iterable[Any]]) -> Batch:
     """``fetched`` is aiokafka's ``getmany()`` result: TopicPartition -> records."""

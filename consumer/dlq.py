@@ -19,6 +19,7 @@ exectrack.dlq.truncated      "true" with the original size, if the value was cut
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -83,3 +84,12 @@ class DeadLetter:
 
 def consumer_identity(group_id: str) -> str:
     return f"{socket.gethostname()}/{group_id}"
+
+
+async def send(producer: Any, topic: str, letters: list[DeadLetter], consumer_id: str) -> None:
+    """Send every letter (pipelined) and wait until all are acknowledged."""
+    futures = []
+    for letter in letters:
+        key, value, headers = letter.message(consumer_id)
+        futures.append(await producer.send(topic, value=value, key=key, headers=headers))
+    await asyncio.gather(*futures)

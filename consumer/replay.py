@@ -21,7 +21,6 @@ first, the purge removes them (their ``retention_until`` has passed).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -34,11 +33,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer import dlq
 from consumer.batch import decode
 from consumer.db import migrate
 from consumer.db.engine import create_engine
 from consumer.db.repository import CHUNK, EXECUTIONS
-from consumer.dlq import DeadLetter, consumer_identity
+from consumer.dlq import consumer_identity
 from consumer.fold import EPOCH
 from consumer.replay_report import (
     Mode,
@@ -243,16 +243,11 @@ class Replay:
     ) -> None:
         batch = decode(fetched)
         outcome = await writer.write(batch.executions, batch.definitions)
-        refused = [
-            DeadLetter.of(record, "db_refused", error)
-            for kind in ("execution", "report")
-            for key, error in outcome.errors.items()
-            for record in batch.sources.get((kind, key), ())
-        ]
+        refused = batch.refused(outcome.errors)
         if self.producer is not None:
-            summary.dead_lettered += await self._dead_letter(
-                self.producer, batch.dead_letters + refused
-            )
+            letters = batch.dead_letters + refused
+            await dlq.send(self.producer, self.settings.kafka.dlq_topic, letters, self.identity)
+            summary.dead_lettered += len(letters)
         summary.batches += 1
         summary.events_read += batch.records
         summary.invalid += len(batch.dead_letters)
@@ -263,18 +258,6 @@ class Replay:
         summary.reports_defined += outcome.reports_defined
         room = 5 - len(summary.first_errors)
         summary.first_errors += [f"{k}: {e[:200]}" for k, e in outcome.errors.items()][:room]
-
-    async def _dead_letter(self, producer: AIOKafkaProducer, dead: list[DeadLetter]) -> int:
-        futures = []
-        for letter in dead:
-            key, value, headers = letter.message(self.identity)
-            futures.append(
-                await producer.send(
-                    self.settings.kafka.dlq_topic, value=value, key=key, headers=headers
-                )
-            )
-        await asyncio.gather(*futures)
-        return len(dead)
 
 
 async def sweep_expired(

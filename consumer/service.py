@@ -22,7 +22,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer import metrics
+from consumer import dlq, metrics
 from consumer.batch import Batch, decode
 from consumer.db.engine import create_engine
 from consumer.dlq import DeadLetter, consumer_identity
@@ -181,7 +181,7 @@ class ConsumerService:
             log.warning("batch_abandoned_on_stop", records=batch.records)
             return  # not committed: the next owner replays it
         self.db_ok = True
-        dead = batch.dead_letters + self._refused(batch, outcome.errors)
+        dead = batch.dead_letters + batch.refused(outcome.errors)
         await self._dead_letter(dead)
         consumer, _ = self._running()
         try:
@@ -193,27 +193,11 @@ class ConsumerService:
             return
         self._account(batch, dead, outcome.written, outcome.skipped_expired, started)
 
-    def _refused(self, batch: Batch, errors: Mapping[str, str]) -> list[DeadLetter]:
-        dead = []
-        for kind in ("execution", "report"):
-            for key, error in errors.items():
-                for record in batch.sources.get((kind, key), ()):
-                    dead.append(DeadLetter.of(record, "db_refused", error))
-        return dead
-
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:
             return
         _, producer = self._running()
-        futures = []
-        for letter in dead:
-            key, value, headers = letter.message(self.identity)
-            futures.append(
-                await producer.send(
-                    self.settings.kafka.dlq_topic, value=value, key=key, headers=headers
-                )
-            )
-        await asyncio.gather(*futures)  # acknowledged before the offsets move
+        await dlq.send(producer, self.settings.kafka.dlq_topic, dead, self.identity)
         for letter in dead:
             metrics.EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
             log.warning(
