@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -200,7 +201,7 @@ class ConsumerService:
         await dlq.send(producer, self.settings.kafka.dlq_topic, dead, self.identity)
         for letter in dead:
             metrics.EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
-            log.warning(
+            log.debug(  # the batch line counts them by reason; details are in the DLQ headers
                 "dead_lettered",
                 reason=letter.reason,
                 error=letter.error[:200],
@@ -238,6 +239,7 @@ class ConsumerService:
             reports=len(batch.definitions),
             written=written,
             dead_lettered=len(dead),
+            dead_letter_reasons=dict(Counter(letter.reason for letter in dead)) or None,
             skipped_expired=expired,
             partitions=len(batch.offsets),
             ms=round(elapsed * 1000, 1),
