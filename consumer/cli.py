@@ -19,6 +19,7 @@ from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS
 from consumer.fold import decode_keys
 from consumer.logs import configure_logging
+from consumer.retention_cli import COMMANDS as RETENTION_COMMANDS
 from consumer.service import run_service
 from consumer.settings import Settings
 from consumer.verify import verify
@@ -198,3 +199,7 @@ def _verify(settings: Settings, live: str, rebuilt: str, newer: Any, **options: 
     click.echo(report.render())
     if not report.ok:
         raise SystemExit(1)
+
+
+for _command in RETENTION_COMMANDS:  # purge, reap, retention (consumer.retention_cli)
+    main.add_command(_command)

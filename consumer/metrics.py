@@ -53,3 +53,37 @@ LAST_BATCH = Gauge(
 ASSIGNED_PARTITIONS = Gauge(
     "exectrack_assigned_partitions", "Partitions currently assigned to this consumer."
 )
+
+# retention jobs (docs/retention.md): purge, reaper, reapply
+PURGE_ROWS_DELETED = Counter(
+    "exectrack_purge_rows_deleted_total", "report_executions rows deleted by the purge."
+)
+PURGE_RUNS = Counter(
+    "exectrack_purge_runs_total",
+    "Purge runs, by outcome (success, dry_run, busy: another purge held the lock, error).",
+    ["outcome"],
+)
+PURGE_SECONDS = Histogram(
+    "exectrack_purge_duration_seconds",
+    "Duration of a successful purge run.",
+    buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+)
+PURGE_LAST_SUCCESS = Gauge(
+    "exectrack_purge_last_success_timestamp_seconds", "Unix time of the last successful purge."
+)
+REAP_PUBLISHED = Counter(
+    "exectrack_reap_timed_out_published_total",
+    "exectrack.execution.timed_out events the reaper published for stale executions.",
+)
+REAP_RUNS = Counter(
+    "exectrack_reap_runs_total",
+    "Reaper runs, by outcome (success, dry_run, busy, error).",
+    ["outcome"],
+)
+REAP_LAST_SUCCESS = Gauge(
+    "exectrack_reap_last_success_timestamp_seconds", "Unix time of the last successful reaper run."
+)
+RETENTION_REAPPLIED = Counter(
+    "exectrack_retention_reapplied_rows_total",
+    "Rows whose retention_until a reapply (command or schedule) changed.",
+)

@@ -27,6 +27,7 @@ from consumer import dlq, metrics
 from consumer.batch import Batch, decode
 from consumer.db.engine import create_engine
 from consumer.dlq import DeadLetter, consumer_identity
+from consumer.retention_jobs import start_retention_jobs
 from consumer.settings import Settings
 from consumer.writer import BatchWriter, Stopped
 from producer.admin import ensure_topics
@@ -269,6 +270,7 @@ async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) 
     from consumer.health import serve_health
 
     runner = await serve_health(service, settings.health_host, settings.health_port)
+    jobs = start_retention_jobs(settings)  # scheduled purge/reap; none unless configured
     watcher = None
     if stop is not None:
         watcher = asyncio.create_task(_forward(stop, service))
@@ -278,6 +280,7 @@ async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) 
         log.error("kafka_error", error=str(exc))
         raise
     finally:
+        await jobs.stop()
         if watcher is not None:
             watcher.cancel()
         if runner is not None:

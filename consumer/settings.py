@@ -10,6 +10,7 @@ then the defaults below, which match ``deploy/local``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
@@ -21,6 +22,7 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 
+from consumer.policy_file import PolicyFileSource
 from consumer.retention import RetentionPolicy
 from producer.settings import KafkaSettings
 
@@ -64,11 +66,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # secret files may set nested values: /run/secrets/database__url
         nested = NestedSecretsSettingsSource(file_secret_settings)
-        return init_settings, env_settings, dotenv_settings, nested
+        # the retention policy file comes last: the environment overrides it key by key
+        policy_file = PolicyFileSource(settings_cls)
+        return init_settings, env_settings, dotenv_settings, nested, policy_file
 
     kafka: KafkaSettings = KafkaSettings()
     database: DatabaseSettings = DatabaseSettings()
     retention: RetentionPolicy = RetentionPolicy()
+    retention_file: Path | None = None  # TOML policy (docs/retention.md); env overrides it
     group_id: str = "exectrack"
     create_topics: bool = True  # create the topic and its DLQ at start-up if missing
 
@@ -86,3 +91,10 @@ class Settings(BaseSettings):
     health_port: int = Field(default=8080, ge=0, le=65535)  # 0 disables the HTTP server
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # retention jobs (docs/retention.md); an interval of 0 leaves the job to a CronJob
+    purge_interval_s: float = Field(default=0.0, ge=0)  # run the purge inside the consumer
+    purge_chunk_size: int = Field(default=1000, ge=1, le=50_000)
+    purge_pause_ms: int = Field(default=0, ge=0)  # between chunks
+    reap_after_s: float = Field(default=6 * 3600.0, gt=0)  # pending/running this quiet: stale
+    reap_interval_s: float = Field(default=0.0, ge=0)  # run the reaper inside the consumer

@@ -162,10 +162,11 @@ async def test_sigterm_finishes_the_batch_commits_and_exits_0(
 
 @pytest.fixture
 def local_stack(stack: Services) -> Iterator[Services]:
+    """Tests that stop a service through deploy/local/stack.sh; it is up again afterwards."""
     if stack.backend != "local":
-        pytest.skip("stops MariaDB through deploy/local/stack.sh; testcontainers backend in use")
+        pytest.skip("stops services through deploy/local/stack.sh; testcontainers backend in use")
     yield stack
-    subprocess.run(["bash", str(STACK_SCRIPT), "up", "mariadb"], check=True)
+    subprocess.run(["bash", str(STACK_SCRIPT), "up"], check=True)
 
 
 async def test_database_stopped_30s_mid_stream(
@@ -215,4 +216,27 @@ async def test_rebalances_while_the_stream_flows(
         await asyncio.gather(first_task, *(t for t in [second_task] if t), return_exceptions=True)
     assert first.totals.records > 0
     assert second.totals.records > 0
+    await assert_converged(db, topics, messages, sent)
+
+
+async def test_broker_restarted_mid_stream(
+    db: AsyncEngine, topics: Topics, spawn, local_stack: Services
+) -> None:
+    """The broker goes away for ~10 s and comes back: the consumer process reconnects."""
+    messages = stream(3000, seed=6)
+    sent = await publish_stream(topics, messages)
+    proc = spawn()
+    await progressed(topics, len(messages), 0.1)
+    try:
+        await asyncio.to_thread(
+            subprocess.run, ["bash", str(STACK_SCRIPT), "down", "kafka"], check=True
+        )
+        await asyncio.sleep(5)
+        assert proc.poll() is None, "the consumer died while the broker was down"
+    finally:
+        await asyncio.to_thread(
+            subprocess.run, ["bash", str(STACK_SCRIPT), "up", "kafka"], check=True
+        )
+    await drained(topics, timeout_s=180)
+    assert proc.poll() is None
     await assert_converged(db, topics, messages, sent)

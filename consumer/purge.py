@@ -1,0 +1,279 @@
+"""The purge: delete executions whose ``retention_until`` has passed, in short chunks.
+
+Each chunk is two statements:
+
+1. ``SELECT id, retention_until FROM report_executions WHERE retention_until <= :now
+   AND <not on hold> AND (retention_until, id) > :cursor ORDER BY retention_until, id
+   LIMIT :chunk``: a consistent read along ``ix_report_executions_retention_until``
+   (InnoDB appends the primary key to a secondary index, so the order is the
+   index's own; without holds the index covers the query). It takes no lock.
+2. ``DELETE FROM report_executions WHERE id IN (...) AND retention_until <= :now``
+   in its own transaction: it locks exactly the rows it deletes, by primary
+   key, for a few milliseconds, and re-checks the condition, so a row the
+   consumer changed in between (a late event carrying a later
+   ``retention_until``) is left alone.
+
+Why not ``DELETE ... WHERE retention_until <= :now ORDER BY retention_until LIMIT n``
+(a single-table form both MariaDB and MySQL 8.0 accept)? It is one statement
+instead of two, but it locks every index record it walks, held rows included,
+statement-based replication flags it unsafe (LIMIT), and it cannot tell us what
+it skipped. The cursor also matters: each chunk starts after the last row seen
+instead of at the start of the index, where the entries just deleted still sit,
+delete-marked, until InnoDB's purge thread removes them; restarting there every
+time makes a long purge quadratic.
+
+``now`` is fixed when the run starts, so a run ends; rows that expire meanwhile
+wait for the next one. Holds (``RetentionPolicy.hold_*``) are never deleted,
+whatever their ``retention_until``. Only one purge runs at a time per database:
+a MySQL named lock (``GET_LOCK``) is taken for the run, so the consumer's
+schedule and a CronJob never overlap; a run that finds it taken ends at once
+with outcome ``busy``. Deleting the row deletes everything the fold kept for
+the execution (its state is the row: values and ``fold_keys``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from consumer import metrics
+from consumer.db.repository import EXECUTIONS, REPORTS, classify
+from consumer.errors import StorageError
+from consumer.retention import RetentionPolicy
+
+log = structlog.get_logger(__name__)
+RETRIES = 5  # per chunk, for deadlocks, lock wait timeouts and lost connections
+
+
+@dataclass(frozen=True)
+class PurgeOptions:
+    chunk_size: int = 1000
+    pause_ms: int = 0  # sleep between chunks (gives the consumer's batches room)
+    max_rows: int | None = None  # stop after this many deletions
+    dry_run: bool = False
+
+
+@dataclass
+class PurgeSummary:
+    now: datetime
+    dry_run: bool
+    outcome: str = "success"  # success | dry_run | busy | error
+    deleted: int = 0
+    chunks: int = 0  # DELETE transactions
+    retries: int = 0
+    elapsed_s: float = 0.0
+    expired: int = 0  # rows past retention and not held, at the start (dry run; progress)
+    held: int = 0  # rows past retention kept by a hold (dry run)
+    would_delete: dict[str, int] = field(default_factory=dict)  # "report_type/status" -> rows
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.deleted / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "now": self.now.isoformat(), "rows_per_s": self.rows_per_s}
+
+    def render(self) -> str:
+        if self.outcome == "busy":
+            return "purge: another purge holds the lock on this database; nothing done"
+        if self.dry_run:
+            lines = [
+                f"purge --dry-run at {self.now.isoformat()}: {self.expired} rows past retention "
+                f"would be deleted, {self.held} past retention but on hold are kept"
+            ]
+            lines += [f"  {k}: {n}" for k, n in sorted(self.would_delete.items())]
+            return "\n".join(lines)
+        return (
+            f"purge: deleted {self.deleted} rows in {self.chunks} chunks, "
+            f"{self.elapsed_s:.2f} s, {self.rows_per_s:.0f} rows/s"
+            + (f", {self.retries} retries" if self.retries else "")
+        )
+
+
+def _not_held(policy: RetentionPolicy) -> list[ColumnElement[bool]]:
+    c = EXECUTIONS.c
+    clauses: list[ColumnElement[bool]] = []
+    if policy.hold_executions:
+        clauses.append(c.execution_id.not_in(sorted(policy.hold_executions)))
+    if policy.hold_reports:
+        clauses.append(c.report_id.not_in(sorted(policy.hold_reports)))
+    return clauses
+
+
+def _held(policy: RetentionPolicy) -> ColumnElement[bool] | None:
+    c = EXECUTIONS.c
+    clauses: list[ColumnElement[bool]] = []
+    if policy.hold_executions:
+        clauses.append(c.execution_id.in_(sorted(policy.hold_executions)))
+    if policy.hold_reports:
+        clauses.append(c.report_id.in_(sorted(policy.hold_reports)))
+    return or_(*clauses) if clauses else None
+
+
+def lock_name(engine: AsyncEngine, job: str) -> str:
+    """A server-wide named lock per database and job (at most 64 characters)."""
+    return f"exectrack.{job}.{engine.url.database or ''}"[:64]
+
+
+class NamedLock:
+    """``GET_LOCK(name, 0)`` on a connection of its own, for the length of a job."""
+
+    def __init__(self, engine: AsyncEngine, name: str) -> None:
+        self.engine, self.name = engine, name
+        self.conn: AsyncConnection | None = None
+
+    async def acquire(self) -> bool:
+        self.conn = await self.engine.connect()
+        got = (await self.conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": self.name})).scalar()
+        await self.conn.commit()  # a named lock outlives transactions; no read view kept open
+        if got != 1:
+            await self.release()
+        return got == 1
+
+    async def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            await conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self.name})
+            await conn.commit()
+        finally:
+            await conn.close()
+
+
+async def count_expired(
+    engine: AsyncEngine, policy: RetentionPolicy, now: datetime
+) -> tuple[int, int]:
+    """(rows past retention and not held, rows past retention on hold)."""
+    c = EXECUTIONS.c
+    expired = c.retention_until <= now
+    held = _held(policy)
+    async with engine.connect() as conn:
+        total = (await conn.execute(select(func.count()).where(expired))).scalar_one()
+        kept = 0
+        if held is not None:
+            query = select(func.count()).where(expired, held)
+            kept = (await conn.execute(query)).scalar_one()
+    return int(total) - int(kept), int(kept)
+
+
+async def _dry_run(engine: AsyncEngine, policy: RetentionPolicy, summary: PurgeSummary) -> None:
+    c = EXECUTIONS.c
+    kind = REPORTS.c.report_type
+    query = (
+        select(kind, c.status, func.count())
+        .join_from(EXECUTIONS, REPORTS, c.report_id == REPORTS.c.report_id)
+        .where(c.retention_until <= summary.now, *_not_held(policy))
+        .group_by(kind, c.status)
+    )
+    async with engine.connect() as conn:
+        for report_type, status, count in await conn.execute(query):
+            summary.would_delete[f"{report_type or '(undefined)'}/{status}"] = int(count)
+    summary.expired, summary.held = await count_expired(engine, policy, summary.now)
+
+
+async def _delete_chunk(
+    engine: AsyncEngine, ids: list[int], now: datetime, summary: PurgeSummary
+) -> int:
+    c = EXECUTIONS.c
+    stmt = delete(EXECUTIONS).where(c.id.in_(ids), c.retention_until <= now)
+    for attempt in range(RETRIES):
+        try:
+            async with engine.begin() as conn:
+                return int((await conn.execute(stmt)).rowcount)
+        except Exception as exc:
+            error = classify(exc)
+            if not isinstance(error, StorageError) or attempt == RETRIES - 1:
+                raise error from exc
+            summary.retries += 1
+            log.warning("purge_retry", error=str(error)[:200], attempt=attempt + 1)
+            await asyncio.sleep(0.05 * 2**attempt)
+    return 0  # unreachable
+
+
+async def _purge(
+    engine: AsyncEngine,
+    policy: RetentionPolicy,
+    options: PurgeOptions,
+    summary: PurgeSummary,
+    on_chunk: Callable[[int], None] | None,
+) -> None:
+    c = EXECUTIONS.c
+    base = [c.retention_until <= summary.now, *_not_held(policy)]
+    cursor: tuple[datetime, int] | None = None
+    while options.max_rows is None or summary.deleted < options.max_rows:
+        limit = options.chunk_size
+        if options.max_rows is not None:
+            limit = min(limit, options.max_rows - summary.deleted)
+        where = list(base)
+        if cursor is not None:
+            until, last_id = cursor
+            where += [c.retention_until >= until, or_(c.retention_until > until, c.id > last_id)]
+        query = select(c.id, c.retention_until).where(and_(*where))
+        query = query.order_by(c.retention_until, c.id).limit(limit)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            return
+        cursor = (rows[-1][1], rows[-1][0])
+        deleted = await _delete_chunk(engine, [r[0] for r in rows], summary.now, summary)
+        summary.deleted += deleted
+        summary.chunks += 1
+        metrics.PURGE_ROWS_DELETED.inc(deleted)
+        if on_chunk is not None:
+            on_chunk(summary.deleted)
+        if len(rows) < limit:
+            return
+        if options.pause_ms:
+            await asyncio.sleep(options.pause_ms / 1000)
+
+
+async def purge(
+    engine: AsyncEngine,
+    policy: RetentionPolicy,
+    options: PurgeOptions | None = None,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    on_start: Callable[[PurgeSummary], None] | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> PurgeSummary:
+    """One purge run; metrics and a summary log line whatever the outcome."""
+    options = options or PurgeOptions()
+    summary = PurgeSummary(now=clock(), dry_run=options.dry_run)
+    started = time.perf_counter()
+    lock = NamedLock(engine, lock_name(engine, "purge"))
+    try:
+        if options.dry_run:
+            summary.outcome = "dry_run"
+            await _dry_run(engine, policy, summary)
+        elif not await lock.acquire():
+            summary.outcome = "busy"
+        else:
+            if on_start is not None:
+                summary.expired, summary.held = await count_expired(engine, policy, summary.now)
+                on_start(summary)
+            await _purge(engine, policy, options, summary, on_chunk)
+    except BaseException:
+        summary.outcome = "error"
+        raise
+    finally:
+        await lock.release()
+        summary.elapsed_s = time.perf_counter() - started
+        metrics.PURGE_RUNS.labels(outcome=summary.outcome).inc()
+        if summary.outcome == "success":
+            metrics.PURGE_SECONDS.observe(summary.elapsed_s)
+            metrics.PURGE_LAST_SUCCESS.set(time.time())
+        log.info(
+            "purge", outcome=summary.outcome, deleted=summary.deleted, chunks=summary.chunks,
+            retries=summary.retries, s=round(summary.elapsed_s, 3),
+            rows_per_s=round(summary.rows_per_s), now=summary.now.isoformat(),
+        )  # fmt: skip
+    return summary

@@ -1,0 +1,205 @@
+"""The reaper: close stale executions by publishing ``exectrack.execution.timed_out``.
+
+A stale execution is ``pending`` or ``running`` with no event for longer than
+``reap_after_s`` (its ``last_event_at``, the greatest event time the fold has
+seen). The reaper finds them along ``ix_report_executions_status_last_event``
+(one range per status, keyset-paginated on ``(last_event_at, id)``) and
+publishes, for each, a ``timed_out`` event to the events topic, keyed by the
+``execution_id``, from ``REAPER_SOURCE``, WITHOUT a ``sequence``, with
+``end_time`` = now and ``error_details`` saying why. It never writes the table:
+the consumer folds the event like any other, so the topic holds the history and
+a replay gives the same row.
+
+Order key K = (rank, sequence or -1, time, id): the reaper's event is
+(2, -1, now, id). A worker's own terminal event (rank 2) that arrives later
+still wins if it carries a sequence (>= 0 > -1), whatever its time; without a
+sequence it wins only if its time is later than the reaper's. A late
+``started``/``progress`` (rank 1) never reopens the execution.
+
+Reaping twice before the consumer applied the first run (or two replicas at
+once; a named lock makes that rare) publishes two ``timed_out`` events with
+different ids: the fold keeps the status ``timeout`` either way, and the later
+event's ``end_time`` and ``error_details`` (greatest K). Harmless, and counted.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer import metrics
+from consumer.db.repository import EXECUTIONS
+from consumer.purge import NamedLock, lock_name
+from producer.events import EventType, ExecutionEvent, ExecutionStatus, execution_event
+from producer.publisher import Publisher
+from producer.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+REAPER_SOURCE = "/services/exectrack-reaper"
+OPEN = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class Stale:
+    execution_id: str
+    report_id: str
+    status: ExecutionStatus
+    last_event_at: datetime
+
+
+@dataclass
+class ReapSummary:
+    now: datetime
+    after_s: float
+    dry_run: bool
+    outcome: str = "success"  # success | dry_run | busy | error
+    stale: list[Stale] = field(default_factory=list)  # dry run: all; else the first 20
+    found: int = 0
+    published: int = 0
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now.isoformat(), "after_s": self.after_s, "dry_run": self.dry_run,
+            "outcome": self.outcome, "found": self.found, "published": self.published,
+            "elapsed_s": self.elapsed_s,
+            "stale": [
+                {"execution_id": s.execution_id, "report_id": s.report_id, "status": s.status,
+                 "last_event_at": s.last_event_at.isoformat()}
+                for s in self.stale
+            ],
+        }  # fmt: skip
+
+    def render(self) -> str:
+        if self.outcome == "busy":
+            return "reap: another reaper holds the lock on this database; nothing done"
+        verb = "would publish" if self.dry_run else "published"
+        lines = [
+            f"reap: {self.found} executions pending/running with no event for "
+            f"{self.after_s:g} s; {verb} {self.published if not self.dry_run else self.found} "
+            f"timed_out events in {self.elapsed_s:.2f} s"
+        ]
+        lines += [
+            f"  {s.execution_id} ({s.report_id}) {s.status}, "
+            f"last event {s.last_event_at.isoformat()}"
+            for s in self.stale
+        ]
+        return "\n".join(lines)
+
+
+async def find_stale(
+    engine: AsyncEngine, cutoff: datetime, *, batch_size: int = 500
+) -> AsyncIterator[list[Stale]]:
+    """Batches of open executions whose last event is older than ``cutoff``."""
+    c = EXECUTIONS.c
+    for status in OPEN:
+        cursor: tuple[datetime, int] | None = None
+        while True:
+            query = select(c.id, c.execution_id, c.report_id, c.status, c.last_event_at).where(
+                c.status == status, c.last_event_at < cutoff
+            )
+            if cursor is not None:
+                query = query.where(
+                    c.last_event_at >= cursor[0],
+                    (c.last_event_at > cursor[0]) | (c.id > cursor[1]),
+                )
+            query = query.order_by(c.last_event_at, c.id).limit(batch_size)
+            async with engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            if not rows:
+                break
+            cursor = (rows[-1].last_event_at, rows[-1].id)
+            yield [Stale(r.execution_id, r.report_id, r.status, r.last_event_at) for r in rows]
+            if len(rows) < batch_size:
+                break
+
+
+def timed_out_event(stale: Stale, *, now: datetime, after_s: float, host: str) -> ExecutionEvent:
+    """The event the reaper publishes for one stale execution."""
+    silence = int((now - stale.last_event_at).total_seconds())
+    return execution_event(
+        EventType.TIMED_OUT,
+        execution_id=stale.execution_id,
+        report_id=stale.report_id,
+        source=REAPER_SOURCE,
+        time=now,
+        end_time=now,
+        error_details={
+            "reason": f"no event for {silence} s",
+            "reaper": host,
+            "window_s": after_s,
+            "status": str(stale.status),
+            "last_event_at": stale.last_event_at.isoformat(),
+        },
+    )
+
+
+async def reap(
+    engine: AsyncEngine,
+    kafka: KafkaSettings,
+    *,
+    after_s: float,
+    dry_run: bool = False,
+    limit: int | None = None,
+    batch_size: int = 500,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ReapSummary:
+    """Publish ``timed_out`` for every stale execution (at most ``limit``); acknowledged."""
+    now = clock()
+    summary = ReapSummary(now=now, after_s=after_s, dry_run=dry_run)
+    started = time.perf_counter()
+    host = socket.gethostname()
+    cutoff = now - timedelta(seconds=after_s)
+    lock = NamedLock(engine, lock_name(engine, "reap"))
+    publisher: Publisher | None = None
+    try:
+        if dry_run:
+            summary.outcome = "dry_run"
+        elif not await lock.acquire():
+            summary.outcome = "busy"
+            return summary
+        else:
+            publisher = Publisher(kafka, source=REAPER_SOURCE)
+            await publisher.start()
+        async for batch in find_stale(engine, cutoff, batch_size=batch_size):
+            if limit is not None:
+                batch = batch[: max(0, limit - summary.found)]
+            summary.found += len(batch)
+            keep = len(batch) if dry_run else max(0, 20 - len(summary.stale))
+            summary.stale += batch[:keep]
+            if publisher is not None and batch:
+                for stale in batch:
+                    await publisher.send(
+                        timed_out_event(stale, now=now, after_s=after_s, host=host)
+                    )
+                await publisher.flush()  # acknowledged before the next batch is read
+                summary.published += len(batch)
+                metrics.REAP_PUBLISHED.inc(len(batch))
+            if limit is not None and summary.found >= limit:
+                break
+    except BaseException:
+        summary.outcome = "error"
+        raise
+    finally:
+        try:
+            if publisher is not None:
+                await publisher.stop()
+        finally:
+            await lock.release()
+            summary.elapsed_s = time.perf_counter() - started
+            metrics.REAP_RUNS.labels(outcome=summary.outcome).inc()
+            if summary.outcome == "success":
+                metrics.REAP_LAST_SUCCESS.set(time.time())
+            log.info(
+                "reap", outcome=summary.outcome, found=summary.found,
+                published=summary.published, after_s=after_s, s=round(summary.elapsed_s, 3),
+            )  # fmt: skip
+    return summary
