@@ -165,7 +165,11 @@ class ExecutionFold:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ExecutionFold:
-        """Rebuild the state from a stored row (inverse of ``to_row`` for the state)."""
+        """Rebuild the state from a stored row (inverse of ``to_row`` for the state).
+
+        A row read with only some of the columns gives a state holding just those
+        fields (e.g. ``retention reapply`` reads only what retention depends on).
+        """
         keys = decode_keys(row["fold_keys"])
         fold = cls(
             execution_id=row["execution_id"],
@@ -174,7 +178,7 @@ class ExecutionFold:
             first_time=row["created_at"],
             last_time=row["last_event_at"],
         )
-        fold.values = {name: (key, row[name]) for name, key in keys.items()}
+        fold.values = {name: (key, row[name]) for name, key in keys.items() if name in row}
         return fold
 
 

@@ -28,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from consumer import metrics
 from consumer.db.repository import EXECUTIONS, REPORTS, classify
 from consumer.errors import StorageError
-from consumer.fold import STATUS, ExecutionFold, decode_keys
+from consumer.fold import ExecutionFold
 from consumer.retention import RetentionPolicy
-from producer.events import ExecutionStatus, ReportCategory, ReportType
+from producer.events import ReportCategory, ReportType
 
 COLUMNS = ("id", "execution_id", "report_id", "status", "end_time", "retention_until",
            "created_at", "last_event_at", "fold_keys")  # fmt: skip
@@ -40,15 +40,7 @@ RETRIES = 5
 
 def fold_retention(row: Mapping[str, Any], policy: RetentionPolicy, kind: Kind) -> datetime | None:
     """The ``retention_until`` the fold computes for this stored row under ``policy``."""
-    keys = decode_keys(row["fold_keys"])
-    fold = ExecutionFold(
-        execution_id=row["execution_id"],
-        status=ExecutionStatus(row["status"]),
-        status_key=keys.pop(STATUS),
-        first_time=row["created_at"],
-        last_time=row["last_event_at"],
-    )
-    fold.values = {n: (keys[n], row[n]) for n in ("end_time", "retention_until") if n in keys}
+    fold = ExecutionFold.from_row(row)  # the columns retention depends on
     period = policy.period(
         fold.status, report_type=kind[0], category=kind[1],
         report_id=row["report_id"], execution_id=row["execution_id"],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +26,11 @@ from tests.stack import Services, choose_backend, services
 from tests.support.kafka import wait_for_leaders
 
 __all__ = ["Topics", "create_database", "database_url_for", "drop_database"]
+
+# Property tests check results, not speed (that is bench/'s job): no per-example
+# wall-clock deadline, which fails at random on a loaded 2-core CI machine.
+settings.register_profile("exectrack", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("exectrack")
 
 TABLES = ("report_executions", "reports", "users")
 INTEGRATION_DIR = Path(__file__).parent / "integration"
