@@ -21,12 +21,14 @@ PROFILES: dict[str, list[tuple[str, list[str]]]] = {
         ("bench.consumer", ["--events", "20000", "--naive-sample", "1000"]),
         ("bench.replay", ["--events", "20000"]),
         ("bench.purge", ["--rows", "20000", "--batches", "50"]),
+        ("bench.latency", ["--rate", "2000", "--seconds", "5"]),
     ],
     "full": [
         ("bench.producer", ["--events", "200000"]),
         ("bench.consumer", ["--events", "1000000", "--naive-sample", "5000"]),
         ("bench.replay", ["--events", "1000000"]),
         ("bench.purge", ["--rows", "1000000"]),
+        ("bench.latency", ["--rate", "2000", "--seconds", "60"]),
     ],
 }
 

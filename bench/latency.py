@@ -1,0 +1,168 @@
+"""Publish-to-row latency at a steady rate: ``python -m bench.latency --rate 2000 --seconds 30``.
+
+A publisher sends lifecycle events (pending, started, completed) at a steady
+rate, each stamped with its wall-clock publish time; the exectrack consumer
+runs in the same process (its real loop, a fresh group and database); a poller
+reads ``report_executions`` every 10 ms and records, for every (execution,
+``last_event_at``) it sees for the first time, ``now - last_event_at``: the
+time from publishing that execution's latest event to the row showing it.
+The poll interval bounds the resolution (~10 ms). Prints p50/p90/p99/max and
+writes ``bench/results/latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from consumer.db import migrate
+from consumer.db.admin import create_database, drop_database
+from consumer.db.engine import create_engine
+from consumer.db.repository import EXECUTIONS
+from consumer.service import ConsumerService, tune_gc
+from consumer.settings import DatabaseSettings, Settings
+from producer.events import EventType, execution_event
+from producer.publisher import Publisher
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latency.json"
+LIFECYCLE = (EventType.PENDING, EventType.STARTED, EventType.COMPLETED)
+
+
+async def publish_steadily(pub: Publisher, rate: float, seconds: float) -> int:
+    """Interleave executions so every tick sends one event of some execution."""
+    sent, started = 0, time.perf_counter()
+    in_flight: list[tuple[str, int]] = []
+    while (elapsed := time.perf_counter() - started) < seconds:
+        due = int(elapsed * rate) - sent
+        for _ in range(due):
+            if len(in_flight) < 50:
+                in_flight.append((uuid.uuid4().hex, 0))
+            index = sent % len(in_flight)
+            execution_id, step = in_flight[index]
+            event = execution_event(
+                LIFECYCLE[step], execution_id=execution_id, report_id="latency-bench",
+                source="/bench/latency", sequence=step, time=datetime.now(UTC),
+            )  # fmt: skip
+            await pub.send(event)
+            sent += 1
+            if step + 1 < len(LIFECYCLE):
+                in_flight[index] = (execution_id, step + 1)
+            else:
+                in_flight.pop(index)
+        await asyncio.sleep(0.002)
+    await pub.flush()
+    return sent
+
+
+async def poll_latencies(url: str, stop: asyncio.Event) -> list[float]:
+    engine = create_engine(DatabaseSettings(), url=url)
+    seen: dict[str, datetime] = {}
+    latencies: list[float] = []
+    cols = (EXECUTIONS.c.execution_id, EXECUTIONS.c.last_event_at)
+    since = datetime.now(UTC)
+    try:
+        while not stop.is_set():
+            async with engine.connect() as conn:
+                rows = (
+                    await conn.execute(select(*cols).where(EXECUTIONS.c.last_event_at >= since))
+                ).all()
+            now = datetime.now(UTC)
+            for execution_id, last_event_at in rows:
+                if seen.get(execution_id) != last_event_at:
+                    seen[execution_id] = last_event_at
+                    latencies.append((now - last_event_at).total_seconds())
+            await asyncio.sleep(0.01)
+    finally:
+        await engine.dispose()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def bench(rate: float, seconds: float) -> dict[str, Any]:
+    base = Settings()
+    suffix = uuid.uuid4().hex[:8]
+    kafka = base.kafka.model_copy(
+        update={"topic": f"latency-{suffix}", "dlq_topic": f"latency-{suffix}.dlq"}
+    )
+    server_url = base.database.url.get_secret_value()
+    url = await create_database(server_url, f"exectrack_bench_latency_{suffix}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await migrate.upgrade(url)
+        await admin.create_topics([NewTopic(kafka.topic, 12, 1), NewTopic(kafka.dlq_topic, 1, 1)])
+        overrides = {"kafka": kafka, "group_id": f"latency-{suffix}", "health_port": 0}
+        overrides |= {"create_topics": False, "database": DatabaseSettings(url=SecretStr(url))}
+        settings = base.model_copy(update=overrides)
+        tune_gc()
+        service = ConsumerService(settings)
+        consumer_task = asyncio.create_task(service.run())
+        while not (service.consumer and service.consumer.assignment()):
+            await asyncio.sleep(0.05)
+        stop = asyncio.Event()
+        poller = asyncio.create_task(poll_latencies(url, stop))
+        async with Publisher(kafka) as pub:
+            sent = await publish_steadily(pub, rate, seconds)
+        while service.totals.records < sent:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        stop.set()
+        latencies = await poller
+        service.request_stop()
+        await consumer_task
+        await admin.delete_topics([kafka.topic, kafka.dlq_topic])
+    finally:
+        await admin.close()
+        await drop_database(server_url, str(make_url(url).database))
+    result: dict[str, Any] = {
+        "benchmark": "latency",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rate": rate,
+        "events": sent,
+        "achieved_rate": round(sent / seconds),
+        "samples": len(latencies),
+        "ms": {
+            "p50": round(statistics.median(latencies) * 1000, 1),
+            "p90": round(percentile(latencies, 0.90) * 1000, 1),
+            "p99": round(percentile(latencies, 0.99) * 1000, 1),
+            "max": round(max(latencies) * 1000, 1),
+        },
+    }
+    print(
+        f"{sent:,} events at {result['achieved_rate']:,}/s; publish -> row visible over "
+        f"{len(latencies):,} samples: p50 {result['ms']['p50']} ms, p90 {result['ms']['p90']} ms, "
+        f"p99 {result['ms']['p99']} ms, max {result['ms']['max']} ms"
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__)
+    parser.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    result = asyncio.run(bench(args.rate, args.seconds))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
