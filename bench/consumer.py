@@ -29,6 +29,9 @@ import asyncio
 import json
 import os
 import platform
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -112,6 +115,56 @@ async def exectrack(settings: Settings, total: int) -> tuple[float, float]:
     assert first is not None
     steady = (total - first[1]) / max(ended - first[0], 1e-9)
     return ended - started, steady
+
+
+async def group_lag(kafka: KafkaSettings, group: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await consumer.start()
+    await admin.start()
+    try:
+        partitions = [TopicPartition(kafka.topic, p) for p in range(PARTITIONS)]
+        end = await consumer.end_offsets(partitions)
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
+
+
+async def consumer_process(kafka: KafkaSettings, url: str, group: str) -> tuple[float, float]:
+    """``exectrack-consumer consume`` as a child until the group's lag is 0, then SIGTERM.
+
+    Returns (seconds, the child's own peak RSS in MB from wait4's rusage)."""
+    env = {
+        **os.environ,
+        "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "EXECTRACK_KAFKA__TOPIC": kafka.topic,
+        "EXECTRACK_KAFKA__DLQ_TOPIC": kafka.dlq_topic,
+        "EXECTRACK_DATABASE__URL": url,
+        "EXECTRACK_GROUP_ID": group,
+        "EXECTRACK_HEALTH_PORT": "0",
+        "EXECTRACK_LOG_LEVEL": "warning",
+    }
+    started = time.perf_counter()
+    # Popen, not asyncio.create_subprocess_exec: wait4 must reap this child for its rusage
+    proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own console script
+        [str(Path(sys.executable).parent / "exectrack-consumer"), "consume"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(1)
+        while await group_lag(kafka, group) > 0:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the consumer process exited early ({proc.returncode})")
+            await asyncio.sleep(0.5)
+        elapsed = time.perf_counter() - started
+        proc.send_signal(signal.SIGTERM)
+        _, _, usage = await asyncio.to_thread(os.wait4, proc.pid, 0)
+    finally:
+        if proc.poll() is None and proc.returncode is None:
+            proc.kill()
+    return elapsed, usage.ru_maxrss / 1024  # Linux reports kilobytes
 
 
 async def naive(kafka: KafkaSettings, url: str, sample: int) -> float:
@@ -212,6 +265,13 @@ async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
         print(f"exectrack after the first batch: {steady:>9,.0f} events/s (group join excluded)")
 
         urls.append(await fresh_database(server_url))
+        process_s, peak_rss_mb = await consumer_process(kafka, urls[-1], f"bench-{suffix}-process")
+        print(
+            f"exectrack consumer as a process: {total / process_s:>9,.0f} events/s "
+            f"(start-up included), peak RSS {peak_rss_mb:,.0f} MB with a {total:,}-event backlog"
+        )
+
+        urls.append(await fresh_database(server_url))
         sample = min(naive_sample, total)
         naive_s = await naive(kafka, urls[1], sample)
         print(f"naive baseline (1 event/commit): {sample / naive_s:>9,.0f} events/s "
@@ -240,6 +300,7 @@ async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
         "table_correct": correct,
         "events_per_s": {k: round(v) for k, v in rates.items()},
         "rows_per_s": round(rows / consumer_s),
+        "process": {"events_per_s": round(total / process_s), "peak_rss_mb": round(peak_rss_mb)},
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "batch_max_records": base.batch_max_records,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
