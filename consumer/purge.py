@@ -98,7 +98,7 @@ class PurgeSummary:
         )
 
 
-def _not_held(policy: RetentionPolicy) -> list[ColumnElement[bool]]:
+def not_held(policy: RetentionPolicy) -> list[ColumnElement[bool]]:
     c = EXECUTIONS.c
     clauses: list[ColumnElement[bool]] = []
     if policy.hold_executions:
@@ -171,7 +171,7 @@ async def _dry_run(engine: AsyncEngine, policy: RetentionPolicy, summary: PurgeS
     query = (
         select(kind, c.status, func.count())
         .join_from(EXECUTIONS, REPORTS, c.report_id == REPORTS.c.report_id)
-        .where(c.retention_until <= summary.now, *_not_held(policy))
+        .where(c.retention_until <= summary.now, *not_held(policy))
         .group_by(kind, c.status)
     )
     async with engine.connect() as conn:
@@ -207,7 +207,7 @@ async def _purge(
     on_chunk: Callable[[int], None] | None,
 ) -> None:
     c = EXECUTIONS.c
-    base = [c.retention_until <= summary.now, *_not_held(policy)]
+    base = [c.retention_until <= summary.now, *not_held(policy)]
     cursor: tuple[datetime, int] | None = None
     while options.max_rows is None or summary.deleted < options.max_rows:
         limit = options.chunk_size

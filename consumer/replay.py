@@ -40,6 +40,7 @@ from consumer.db.engine import create_engine
 from consumer.db.repository import CHUNK, EXECUTIONS
 from consumer.dlq import consumer_identity
 from consumer.fold import EPOCH
+from consumer.purge import not_held
 from consumer.replay_report import (
     Mode,
     ReplayError,
@@ -271,12 +272,9 @@ async def sweep_expired(
     """Delete executions with ``id > above_id`` whose retention_until <= now, ``chunk``
     rows a transaction, never one on hold in ``policy`` (as the purge). Returns how many."""
     c = EXECUTIONS.c
-    expired = (c.retention_until <= now) & (c.id > above_id)
-    if policy is not None and policy.hold_executions:
-        expired &= c.execution_id.not_in(sorted(policy.hold_executions))
-    if policy is not None and policy.hold_reports:
-        expired &= c.report_id.not_in(sorted(policy.hold_reports))
-    query = select(c.id).where(expired).order_by(c.retention_until).limit(chunk)
+    held = not_held(policy) if policy is not None else []  # the purge's own hold rule
+    expired = [c.retention_until <= now, c.id > above_id, *held]
+    query = select(c.id).where(*expired).order_by(c.retention_until).limit(chunk)
     removed = 0
     while True:
         async with engine.begin() as conn:
