@@ -10,6 +10,7 @@ handed over with their offsets committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections import Counter
@@ -64,6 +65,9 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.service.batch_lock:  # the batch in flight commits first
             log.info("partitions_revoked", partitions=sorted(str(tp) for tp in revoked))
+        for tp in revoked:  # another consumer reports their lag from now on
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         metrics.ASSIGNED_PARTITIONS.set(len(assigned))

