@@ -127,3 +127,9 @@ def test_lock_pins_every_runtime_dependency_at_the_tested_version() -> None:
     assert lock.keys() <= closure.keys(), f"not needed any more: {lock.keys() - closure.keys()}"
     differ = {n: (lock[n], v) for n, v in closure.items() if lock[n] != v}
     assert not differ, f"lock vs installed: {differ}"
+
+
+def test_the_image_can_speak_mysql8_default_auth() -> None:
+    """caching_sha2_password without TLS needs `cryptography` in the image (aiomysql[rsa])."""
+    lock = (Path(__file__).resolve().parents[2] / "deploy" / "requirements.lock").read_text()
+    assert any(line.startswith("cryptography==") for line in lock.splitlines())
