@@ -49,6 +49,7 @@ from consumer.db import migrate
 from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS, REPORTS, USERS
+from consumer.logs import configure_logging
 from consumer.service import ConsumerService, tune_gc
 from consumer.settings import DatabaseSettings, Settings
 from producer.errors import InvalidEvent
@@ -308,6 +309,8 @@ async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
+    configure_logging(settings.log_format, settings.log_level)
     parser = argparse.ArgumentParser(prog="python -m bench.consumer", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
     parser.add_argument("--seed", type=int, default=0)

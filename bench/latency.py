@@ -31,6 +31,7 @@ from consumer.db import migrate
 from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS
+from consumer.logs import configure_logging
 from consumer.service import ConsumerService, tune_gc
 from consumer.settings import DatabaseSettings, Settings
 from producer.events import EventType, execution_event
@@ -153,6 +154,8 @@ async def bench(rate: float, seconds: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
+    configure_logging(settings.log_format, settings.log_level)
     parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__)
     parser.add_argument("--rate", type=float, default=2000.0, help="events per second")
     parser.add_argument("--seconds", type=float, default=30.0)

@@ -38,6 +38,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
+from consumer.logs import configure_logging
+from consumer.settings import Settings
 from producer._traffic import Record
 from producer.publisher import Publisher
 from producer.settings import KafkaSettings, ProducerSettings, PublisherSettings
@@ -200,6 +202,8 @@ async def bench(events: int, seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
+    configure_logging(settings.log_format, settings.log_level)
     parser = argparse.ArgumentParser(prog="python -m bench.producer", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
     parser.add_argument("--seed", type=int, default=0)

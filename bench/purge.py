@@ -44,6 +44,7 @@ from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS
 from consumer.fold import fold_events
+from consumer.logs import configure_logging
 from consumer.retention import RetentionPolicy
 from consumer.settings import DatabaseSettings, Settings
 from consumer.writer import BatchWriter
@@ -231,6 +232,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
+    configure_logging(settings.log_format, settings.log_level)
     parser = argparse.ArgumentParser(prog="python -m bench.purge", description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batches", type=int, default=200, help="baseline batches")

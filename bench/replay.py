@@ -45,6 +45,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench.producer import executions_for
 from consumer.db.admin import create_database, drop_database
+from consumer.logs import configure_logging
 from consumer.settings import Settings
 from producer.settings import KafkaSettings, PublisherSettings
 from producer.simulate import ADMIT_EVERY, SimConfig, records
@@ -180,6 +181,8 @@ async def bench(events: int, seed: int, verify: bool, keep: bool) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
+    configure_logging(settings.log_format, settings.log_level)
     parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
     parser.add_argument("--seed", type=int, default=0)
