@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STACK  := bash deploy/local/stack.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down status logs migrate run test test-all lint fmt bench clean
+.PHONY: help venv up down status logs migrate run test test-all faults lint fmt bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test: venv  ## the default suite: unit + integration on the real broker and data
 
 test-all: venv  ## everything, including the slow suites
 	$(BIN)/pytest
+
+faults: venv  ## the fault scenarios at full scale (long): docs/reliability.md
+	EXECTRACK_FAULTS_SCALE=long $(BIN)/pytest tests/faults -v --timeout 900
 
 lint: venv  ## ruff + mypy, as CI runs them
 	$(BIN)/ruff check .

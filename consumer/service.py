@@ -79,7 +79,9 @@ class ConsumerService:
 
     def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None) -> None:
         self.settings = settings
-        self.engine = engine or create_engine(settings.database)
+        self.engine = engine or create_engine(
+            settings.database, idle_timeout_s=settings.db_idle_timeout_s
+        )
         self._owns_engine = engine is None
         self.writer = BatchWriter(
             self.engine,

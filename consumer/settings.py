@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     db_retry_initial_s: float = Field(default=0.2, gt=0)
     db_retry_max_s: float = Field(default=10.0, gt=0)
+    # the server drops a consumer connection silent this long, even one frozen inside a
+    # transaction, so a paused zombie's row locks cannot stall the group (consumer/db/engine.py)
+    db_idle_timeout_s: int = Field(default=15, ge=5)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
 
     # operability

@@ -20,8 +20,8 @@ from consumer.purge import NamedLock, PurgeOptions, lock_name, purge
 from consumer.retention import RetentionPolicy
 from consumer.service import ConsumerService
 from tests.conftest import Topics
-from tests.integration.test_stream import publish_stream, stream
 from tests.support.expect import expected_rows
+from tests.support.faults import publish_stream, stream
 from tests.support.service import consumer_settings, run_until, table
 
 CONSUMER = Path(sys.executable).parent / "exectrack-consumer"

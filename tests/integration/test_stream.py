@@ -10,56 +10,28 @@ SIGTERM, the database stopped for 30 s.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.service import ConsumerService
-from producer.simulate import SimConfig, SimMessage, generate
 from tests.conftest import Topics
 from tests.stack import STACK_SCRIPT, Services
-from tests.support.expect import dead_lettered, expected_rows, invalid_offsets
-from tests.support.kafka import Sent, committed_lag, publish, read_all
-from tests.support.service import consumer_settings, run_until, table
-
-CONSUMER = Path(sys.executable).parent / "exectrack-consumer"
-
-
-def stream(executions: int, seed: int) -> list[SimMessage]:
-    start = datetime.now(UTC) - timedelta(hours=2)  # recent: nothing is past retention
-    config = SimConfig(
-        executions=executions, seed=seed, start=start,
-        duplicate_ratio=0.01, reorder_ratio=0.3, invalid_ratio=0.01,
-    )  # fmt: skip
-    return list(generate(config))
-
-
-async def publish_stream(topics: Topics, messages: list[SimMessage]) -> list[Sent]:
-    return await publish(
-        topics.bootstrap, topics.topic, [(m.key, m.value, m.headers) for m in messages]
-    )
-
-
-async def assert_converged(
-    db: AsyncEngine, topics: Topics, messages: list[SimMessage], sent: list[Sent]
-) -> None:
-    rows = await table(db)
-    expected = expected_rows(messages, datetime.now(UTC))
-    assert rows.keys() == expected.keys()
-    wrong = [eid for eid in expected if rows[eid] != expected[eid]]
-    assert not wrong, (
-        f"{len(wrong)} wrong rows, e.g. {wrong[0]}: {rows[wrong[0]]} != {expected[wrong[0]]}"
-    )
-    dead = dead_lettered(await read_all(topics.bootstrap, topics.dlq))
-    assert dead == invalid_offsets(sent, messages)
-    assert await committed_lag(topics.bootstrap, topics.topic, topics.group_id) == 0
+from tests.support.faults import (
+    Spawn,
+    assert_converged,
+    drained,
+    lag,
+    progressed,
+    publish_stream,
+    spawner,
+    stream,
+)
+from tests.support.service import consumer_settings, run_until
 
 
 async def test_simulated_stream_converges_to_the_oracle(
@@ -77,56 +49,9 @@ async def test_simulated_stream_converges_to_the_oracle(
 
 # ------------------------------------------------------------------ as a process
 @pytest.fixture
-def spawn(
-    topics: Topics, database_url: str, tmp_path: Path
-) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+def spawn(topics: Topics, database_url: str, tmp_path: Path) -> Iterator[Spawn]:
     """Start `exectrack-consumer consume` processes; every one is killed at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    env = {
-        **os.environ,
-        "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": topics.bootstrap,
-        "EXECTRACK_KAFKA__TOPIC": topics.topic,
-        "EXECTRACK_KAFKA__DLQ_TOPIC": topics.dlq,
-        "EXECTRACK_DATABASE__URL": database_url,
-        "EXECTRACK_GROUP_ID": topics.group_id,
-        "EXECTRACK_HEALTH_PORT": "0",
-        "EXECTRACK_BATCH_MAX_RECORDS": "100",
-        "EXECTRACK_SESSION_TIMEOUT_MS": "6000",
-        "EXECTRACK_DB_RETRY_MAX_S": "2",
-        "EXECTRACK_LOG_FORMAT": "json",
-    }
-
-    def start() -> subprocess.Popen[bytes]:
-        with (tmp_path / f"consumer-{len(procs)}.log").open(
-            "wb"
-        ) as log:  # the child keeps its copy
-            proc = subprocess.Popen(
-                [str(CONSUMER), "consume"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-
-async def lag(topics: Topics) -> int:
-    return await committed_lag(topics.bootstrap, topics.topic, topics.group_id)
-
-
-async def drained(topics: Topics, timeout_s: float = 120) -> None:
-    async with asyncio.timeout(timeout_s):
-        while await lag(topics) != 0:
-            await asyncio.sleep(0.5)
-
-
-async def progressed(topics: Topics, total: int, fraction: float, timeout_s: float = 60) -> None:
-    async with asyncio.timeout(timeout_s):
-        while await lag(topics) > total * (1 - fraction):
-            await asyncio.sleep(0.05)
+    yield from spawner(topics, database_url, tmp_path)
 
 
 async def test_kill_9_mid_stream_then_restart(db: AsyncEngine, topics: Topics, spawn) -> None:
