@@ -40,6 +40,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
@@ -126,7 +127,12 @@ async def group_lag(kafka: KafkaSettings, group: str) -> int:
     try:
         partitions = [TopicPartition(kafka.topic, p) for p in range(PARTITIONS)]
         end = await consumer.end_offsets(partitions)
-        committed = await admin.list_consumer_group_offsets(group)
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+        except KafkaError as exc:  # a fresh broker's coordinator may not be ready yet
+            if not exc.retriable:
+                raise
+            return -1  # unknown: the caller polls again
     finally:
         await consumer.stop()
         await admin.close()
@@ -155,7 +161,7 @@ async def consumer_process(kafka: KafkaSettings, url: str, group: str) -> tuple[
     )  # fmt: skip
     try:
         await asyncio.sleep(1)
-        while await group_lag(kafka, group) > 0:
+        while await group_lag(kafka, group) != 0:
             if proc.poll() is not None:
                 raise RuntimeError(f"the consumer process exited early ({proc.returncode})")
             await asyncio.sleep(0.5)

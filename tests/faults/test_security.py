@@ -29,7 +29,7 @@ from tests.conftest import Topics
 from tests.faults.secure_broker import PASSWORD, USER, SecureBroker, available, secure_broker
 from tests.support.expect import dead_lettered, expected_rows, invalid_offsets
 from tests.support.faults import Figures, Spawn, duplicates, spawner, stream
-from tests.support.kafka import Sent
+from tests.support.kafka import Sent, group_offsets
 from tests.support.service import table
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ async def positions(kafka: KafkaSettings, topic: str, group: str) -> tuple[int, 
         parts = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
         end = await consumer.end_offsets(parts)
         try:
-            committed = await admin.list_consumer_group_offsets(group)
+            committed = await group_offsets(admin, group)
         except KafkaError as exc:  # a fresh broker is still creating __consumer_offsets
             if not exc.retriable:
                 raise

@@ -28,7 +28,7 @@ from producer.simulate import SimConfig, SimMessage, generate
 from tests.conftest import Topics
 from tests.stack import STACK_SCRIPT
 from tests.support.expect import dead_lettered, expected_rows, invalid_offsets
-from tests.support.kafka import Sent, committed_lag, publish, read_all
+from tests.support.kafka import Sent, committed_lag, group_offsets, publish, read_all
 from tests.support.service import table
 
 CONSUMER = Path(sys.executable).parent / "exectrack-consumer"
@@ -100,7 +100,7 @@ async def committed_total(topics: Topics) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=topics.bootstrap)
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(topics.group_id)
+        committed = await group_offsets(admin, topics.group_id)
     finally:
         await admin.close()
     return sum(meta.offset for tp, meta in committed.items() if tp.topic == topics.topic)

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ async def committed_lag(bootstrap: str, topic: str, group_id: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group_id)
+        committed = await group_offsets(admin, group_id)
     finally:
         await admin.close()
     return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
@@ -116,3 +117,18 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
     finally:
         await admin.close()
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+
+
+async def group_offsets(admin: AIOKafkaAdminClient, group_id: str, *, timeout_s: float = 60) -> Any:
+    """``list_consumer_group_offsets``, retried while the broker says to retry.
+
+    On a fresh broker the group coordinator (``__consumer_offsets``) is created on
+    first use and answers GroupCoordinatorNotAvailable for a few seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            return await admin.list_consumer_group_offsets(group_id)
+        except KafkaError as exc:
+            if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
