@@ -1,1 +1,37 @@
-"""exectrack benchmarks: ``python -m bench.producer`` (results land in bench/results/)."""
+"""exectrack benchmarks: ``python -m bench --profile quick|full`` (results land in bench/results/).
+
+Each benchmark module has a ``main(argv) -> int``; the two steps they all share
+live here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from consumer.logs import configure_logging
+from consumer.settings import Settings
+
+
+def setup_logging() -> None:
+    """Log like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT."""
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set of a live process since its exec (``VmHWM``), in MB.
+
+    Not ``wait4``'s ``ru_maxrss``: that also counts the moments between fork and
+    exec, when the child still has the (possibly large) benchmark's memory."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no VmHWM for pid {pid}")

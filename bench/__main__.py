@@ -15,8 +15,7 @@ import argparse
 import importlib
 from collections.abc import Callable
 
-from consumer.logs import configure_logging
-from consumer.settings import Settings
+from bench import setup_logging
 
 PROFILES: dict[str, list[tuple[str, list[str]]]] = {
     "quick": [
@@ -37,8 +36,7 @@ PROFILES: dict[str, list[tuple[str, list[str]]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
-    configure_logging(settings.log_format, settings.log_level)
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     args = parser.parse_args(argv)

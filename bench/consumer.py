@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import signal
@@ -46,11 +45,11 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import make_url
 
+from bench import peak_rss_mb, setup_logging, write_result
 from consumer.db import migrate
 from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS, REPORTS, USERS
-from consumer.logs import configure_logging
 from consumer.service import ConsumerService, tune_gc
 from consumer.settings import DatabaseSettings, Settings
 from producer.errors import InvalidEvent
@@ -142,7 +141,7 @@ async def group_lag(kafka: KafkaSettings, group: str) -> int:
 async def consumer_process(kafka: KafkaSettings, url: str, group: str) -> tuple[float, float]:
     """``exectrack-consumer consume`` as a child until the group's lag is 0, then SIGTERM.
 
-    Returns (seconds, the child's own peak RSS in MB from wait4's rusage)."""
+    Returns (seconds, the child's own peak RSS in MB, read just before SIGTERM)."""
     env = {
         **os.environ,
         "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -154,8 +153,7 @@ async def consumer_process(kafka: KafkaSettings, url: str, group: str) -> tuple[
         "EXECTRACK_LOG_LEVEL": "warning",
     }
     started = time.perf_counter()
-    # Popen, not asyncio.create_subprocess_exec: wait4 must reap this child for its rusage
-    proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own console script
+    proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own console script, polled below
         [str(Path(sys.executable).parent / "exectrack-consumer"), "consume"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -166,12 +164,13 @@ async def consumer_process(kafka: KafkaSettings, url: str, group: str) -> tuple[
                 raise RuntimeError(f"the consumer process exited early ({proc.returncode})")
             await asyncio.sleep(0.5)
         elapsed = time.perf_counter() - started
+        peak = peak_rss_mb(proc.pid)
         proc.send_signal(signal.SIGTERM)
-        _, _, usage = await asyncio.to_thread(os.wait4, proc.pid, 0)
+        await asyncio.to_thread(proc.wait, 30)
     finally:
-        if proc.poll() is None and proc.returncode is None:
+        if proc.poll() is None:
             proc.kill()
-    return elapsed, usage.ru_maxrss / 1024  # Linux reports kilobytes
+    return elapsed, peak
 
 
 async def naive(kafka: KafkaSettings, url: str, sample: int) -> float:
@@ -315,8 +314,7 @@ async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
-    configure_logging(settings.log_format, settings.log_level)
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m bench.consumer", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
     parser.add_argument("--seed", type=int, default=0)
@@ -324,9 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     result = asyncio.run(bench(args.events, args.seed, args.naive_sample))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}")
+    write_result(args.output, result)
     return 0 if result["table_correct"] else 1
 
 

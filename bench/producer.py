@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import platform
 import time
@@ -38,8 +37,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from consumer.logs import configure_logging
-from consumer.settings import Settings
+from bench import setup_logging, write_result
 from producer._traffic import Record
 from producer.publisher import Publisher
 from producer.settings import KafkaSettings, ProducerSettings, PublisherSettings
@@ -202,17 +200,14 @@ async def bench(events: int, seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
-    configure_logging(settings.log_format, settings.log_level)
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m bench.producer", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     result = asyncio.run(bench(args.events, args.seed))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}")
+    write_result(args.output, result)
     return 0
 
 

@@ -39,12 +39,12 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench import setup_logging, write_result
 from consumer.db import migrate
 from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS
 from consumer.fold import fold_events
-from consumer.logs import configure_logging
 from consumer.retention import RetentionPolicy
 from consumer.settings import DatabaseSettings, Settings
 from consumer.writer import BatchWriter
@@ -232,8 +232,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
-    configure_logging(settings.log_format, settings.log_level)
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m bench.purge", description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batches", type=int, default=200, help="baseline batches")
@@ -244,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    write_result(RESULTS, result)
     print(
         f"purge: {result['purge']['deleted']:,} rows in {result['purge']['chunks']} chunks, "
         f"{result['purge']['rows_per_s']:,.0f} rows/s; write latency with/without purge: "

@@ -9,8 +9,8 @@ Against the broker and database of the environment (``EXECTRACK_KAFKA__*``,
    chunk, zstd as the publisher does). Times start ``span + 1 h`` ago so no
    execution is past retention and none is in the future;
 2. replay: ``exectrack-consumer replay --no-progress --json`` into a fresh
-   database, as a child process; its peak RSS comes from ``wait4``'s rusage
-   of that child alone (``ru_maxrss``), its rate from its own summary (reading
+   database, as a child process; its peak RSS is the child's own VmHWM (polled
+   while it runs: see bench.peak_rss_mb), its rate from its own summary (reading
    and writing, without process start-up and migrations) and from the wall
    clock (everything);
 3. verify (unless ``--no-verify``): ``exectrack-consumer verify`` of the rebuilt
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -43,9 +44,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
+from bench import peak_rss_mb, setup_logging, write_result
 from bench.producer import executions_for
 from consumer.db.admin import create_database, drop_database
-from consumer.logs import configure_logging
 from consumer.settings import Settings
 from producer.settings import KafkaSettings, PublisherSettings
 from producer.simulate import ADMIT_EVERY, SimConfig, records
@@ -98,14 +99,17 @@ def run_child(args: list[str], env: dict[str, str]) -> tuple[str, float, float]:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen([str(CONSUMER), *args], env=env, stdout=out, stderr=err)  # noqa: S603
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (not Popen.wait)
+        peak = 0.0
+        while proc.poll() is None:  # VmHWM only grows: the last read is the closest
+            with contextlib.suppress(OSError, RuntimeError):
+                peak = max(peak, peak_rss_mb(proc.pid))
+            time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if proc.returncode not in (0, 1):
             raise RuntimeError(f"{args[0]} exited {proc.returncode}: {err.read()[-2000:]!r}")
-        return out.read().decode(), elapsed, usage.ru_maxrss / 1024  # Linux: kilobytes
+        return out.read().decode(), elapsed, peak
 
 
 async def bench(events: int, seed: int, verify: bool, keep: bool) -> dict[str, Any]:
@@ -181,8 +185,7 @@ async def bench(events: int, seed: int, verify: bool, keep: bool) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings()  # logs like the service: EXECTRACK_LOG_LEVEL, EXECTRACK_LOG_FORMAT
-    configure_logging(settings.log_format, settings.log_level)
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
     parser.add_argument("--seed", type=int, default=0)
@@ -191,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     result = asyncio.run(bench(args.events, args.seed, args.verify, args.keep))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}")
+    write_result(args.output, result)
     return 0
 
 
