@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 from datetime import datetime
 from typing import Any
 
 import click
+import structlog
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumer import replay as replaying
 from consumer.db import migrate as migrations
-from consumer.db.engine import create_engine
+from consumer.db.engine import DatabaseTlsError, create_engine
 from consumer.db.repository import EXECUTIONS
+from consumer.failures import check_database, explain
 from consumer.fold import decode_keys
 from consumer.logs import configure_logging
 from consumer.retention_cli import COMMANDS as RETENTION_COMMANDS
@@ -24,9 +28,31 @@ from consumer.service import run_service
 from consumer.settings import Settings
 from consumer.verify import verify
 from consumer.watch import watch
+from producer.errors import ConnectFailed, PublishError
+
+# what a command may die of when Kafka or the database cannot be used (consumer.failures)
+CONNECTION_ERRORS = (KafkaError, PublishError, SQLAlchemyError, DatabaseTlsError, OSError)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command ends a connection failure with one line and exit 1, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:  # the settings; never echo their values (secrets)
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+            )
+            raise click.ClickException(f"invalid settings: {problems}") from None
+        except CONNECTION_ERRORS as exc:
+            failure = explain(exc, Settings())
+            if failure is None:
+                raise
+            raise click.ClickException(str(failure)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """exectrack consumer: fold report execution events from Kafka into MySQL."""
 
@@ -45,11 +71,23 @@ def consume() -> None:
     """Run the consumer service until SIGTERM/SIGINT (then finish the batch, commit, leave)."""
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(_consume(settings))
+    try:
+        asyncio.run(_consume(settings))
+    except (ConnectFailed, *CONNECTION_ERRORS) as exc:
+        failure = explain(exc, settings)
+        if failure is None:
+            raise
+        # one structured line (stderr is the log), then exit 1
+        structlog.get_logger("consumer.cli").error(
+            "connect_failed", service=failure.service, target=failure.target,
+            reason=failure.reason,
+        )  # fmt: skip
+        sys.exit(1)
 
 
 async def _consume(settings: Settings) -> None:
     """Run until a signal; then allow ``shutdown_timeout_s`` to finish the batch and leave."""
+    await check_database(settings.database)  # wrong credentials or TLS: stop now, not retry
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,7 +203,8 @@ def replay_command(
             raise replaying.ReplayError("--verify needs a --target-url other than the live one")
         summary = asyncio.run(replaying.replay(settings, options, progress=progress))
     except (ValueError, KafkaError) as exc:  # ReplayError is a ValueError
-        raise click.ClickException(str(exc)) from None
+        failure = explain(exc, settings) if isinstance(exc, CONNECTION_ERRORS) else None
+        raise click.ClickException(str(failure or exc)) from None
     click.echo(json.dumps(summary.as_dict()) if as_json else summary.render())
     if then_verify:
         _verify(settings, live, target, newer=summary.captured_at)

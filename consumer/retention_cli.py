@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.db.engine import create_engine
+from consumer.failures import database_failure, database_reason
 from consumer.logs import configure_logging
 from consumer.policy_file import load_policy_file
 from consumer.purge import PurgeOptions, PurgeSummary, purge
@@ -31,6 +32,7 @@ from consumer.reap import reap
 from consumer.reapply import count_rows, reapply
 from consumer.retention import RetentionPolicy, parse_period
 from consumer.settings import Settings
+from producer.diagnose import explain_kafka
 from producer.errors import PublishError
 
 T = TypeVar("T")
@@ -60,9 +62,12 @@ def _run(settings: Settings, job: Callable[[AsyncEngine], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except SQLAlchemyError as exc:
         error = getattr(exc, "orig", None) or exc
+        if database_reason(exc, settings.database)[1]:  # credentials or TLS: say which
+            error = database_failure(exc, settings.database)
         raise click.ClickException(f"database {settings.database.display_url}: {error}") from None
     except (KafkaError, PublishError) as exc:
-        raise click.ClickException(f"kafka {settings.kafka.bootstrap_servers}: {exc}") from None
+        error = explain_kafka(exc, settings.kafka) or exc
+        raise click.ClickException(f"kafka {settings.kafka.bootstrap_servers}: {error}") from None
 
 
 def _progress(enabled: bool | None, what: str) -> Progress:

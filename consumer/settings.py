@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -28,6 +28,10 @@ from producer.settings import KafkaSettings
 
 DEFAULT_DATABASE_URL = "mysql+aiomysql://exectrack:exectrack@127.0.0.1:3306/exectrack"
 
+SslMode = Literal["disabled", "preferred", "required", "verify_ca", "verify_identity"]
+"""MySQL's ``--ssl-mode``, lower case (docs/configuration.md, "Database TLS")."""
+VERIFYING: tuple[SslMode, ...] = ("verify_ca", "verify_identity")
+
 
 class DatabaseSettings(BaseModel):
     """The MySQL-compatible database the fold writes to."""
@@ -36,6 +40,31 @@ class DatabaseSettings(BaseModel):
     pool_size: int = Field(default=5, ge=1)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     echo: bool = False
+    # TLS, named after the MySQL client's --ssl-mode, --ssl-ca, --ssl-cert, --ssl-key
+    ssl_mode: SslMode = "disabled"  # deploy/local speaks no TLS
+    ssl_ca: Path | None = None  # CA bundle (PEM) for verify_ca/verify_identity; else the system's
+    ssl_cert: Path | None = None  # client certificate (PEM), for servers that REQUIRE X509
+    ssl_key: Path | None = None  # its private key (PEM, unencrypted)
+
+    @model_validator(mode="after")
+    def _tls_combination(self) -> DatabaseSettings:
+        """Refuse settings that would silently not do what they say (files are read later)."""
+        prefix = "EXECTRACK_DATABASE__"
+        if (self.ssl_cert is None) != (self.ssl_key is None):
+            raise ValueError(
+                f"{prefix}SSL_CERT and {prefix}SSL_KEY go together: set both or neither"
+            )
+        if self.ssl_mode == "disabled" and (self.ssl_ca or self.ssl_cert):
+            raise ValueError(
+                f"{prefix}SSL_CA/SSL_CERT/SSL_KEY are set but {prefix}SSL_MODE is disabled: "
+                "set SSL_MODE to verify_identity (or verify_ca, required)"
+            )
+        if self.ssl_ca is not None and self.ssl_mode not in VERIFYING:
+            raise ValueError(
+                f"{prefix}SSL_CA is only used to verify the server, which "
+                f"{prefix}SSL_MODE={self.ssl_mode} does not do: use verify_identity or verify_ca"
+            )
+        return self
 
     @property
     def display_url(self) -> str:

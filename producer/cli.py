@@ -21,7 +21,9 @@ from typing import Any, Protocol, Self
 
 import click
 import orjson
+from aiokafka.errors import KafkaError
 
+from producer.diagnose import explain_kafka
 from producer.errors import InvalidEvent, PublishError
 from producer.events import (
     EXECUTION_TYPES,
@@ -78,7 +80,15 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _hint(exc: PublishError, topic: str) -> str:
+def _publish_failed(exc: Exception, settings: ProducerSettings) -> None:
+    """One line and exit 1; a connection failure (credentials, TLS) names its cause."""
+    failure = explain_kafka(exc, settings.kafka)
+    if failure is not None:
+        _fail(str(failure), 1)
+    _fail(f"publish failed: {exc}{_hint(exc, settings.kafka.topic)}", 1)
+
+
+def _hint(exc: Exception, topic: str) -> str:
     if "UnknownTopicOrPartition" in str(exc):
         return f" (does topic {topic!r} exist? --create-topics creates it)"
     return ""
@@ -184,8 +194,8 @@ def emit(
 
     try:
         delivery = asyncio.run(publish())
-    except PublishError as exc:
-        _fail(f"publish failed: {exc}{_hint(exc, settings.kafka.topic)}", 1)
+    except (PublishError, KafkaError, OSError) as exc:
+        _publish_failed(exc, settings)
         return
     click.echo(
         f"topic={delivery.topic} partition={delivery.partition} offset={delivery.offset} "
@@ -255,8 +265,8 @@ def simulate(
 
     try:
         failed = asyncio.run(run())
-    except PublishError as exc:
-        _fail(f"publish failed: {exc}{_hint(exc, settings.kafka.topic)}", 1)
+    except (PublishError, KafkaError, OSError) as exc:
+        _publish_failed(exc, settings)
         return
     if failed:
         sys.exit(1)

@@ -5,7 +5,8 @@
     Exception
      └── ExectrackError                 retriable = False
           ├── InvalidEvent(ValueError)   retriable = False  .reason, .detail
-          └── PublishError               retriable = True unless the cause says otherwise
+          ├── PublishError               retriable = True unless the cause says otherwise
+          └── ConnectFailed              retriable = False  .service, .target, .reason
 
 A loop needs exactly one decision per failure: try again, or give up on this
 message. Like aiokafka's ``KafkaError.retriable``, the flag on the class makes
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ExectrackError", "InvalidEvent", "InvalidReason", "PublishError"]
+__all__ = ["ConnectFailed", "ExectrackError", "InvalidEvent", "InvalidReason", "PublishError"]
 
 
 class InvalidReason(StrEnum):
@@ -87,3 +88,23 @@ class PublishError(ExectrackError):
     def __init__(self, *args: object, retriable: bool = True) -> None:
         super().__init__(*args)
         self.retriable = retriable  # in __dict__: survives pickling
+
+
+class ConnectFailed(ExectrackError):
+    """A command could not use Kafka or the database: credentials, TLS, or no answer.
+
+    Raised at the command-line boundary (``producer.diagnose``,
+    ``consumer.failures``) so that the command ends with one line naming the
+    service, where it is (brokers, or the database URL with its password
+    masked) and why (``reason``, e.g. ``authentication failed: ...``), instead
+    of a traceback. Never carries a secret.
+    """
+
+    def __init__(self, service: str, target: str, reason: str) -> None:
+        super().__init__(service, target, reason)
+        self.service = service
+        self.target = target
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot connect to {self.service} {self.target}: {self.reason}"

@@ -10,10 +10,22 @@ transaction rolls back and its row locks go, so the consumer that took over the
 partitions is not stalled by a zombie (tests/faults/test_zombie_locks.py).
 Idle pool connections closed that way are replaced on checkout (pre-ping).
 Portable: MySQL 8.0 and MariaDB both have the variable.
+
+TLS (``DatabaseSettings.ssl_mode``, MySQL's ``--ssl-mode``) is an
+``ssl.SSLContext`` handed to aiomysql. Every engine is made here (the consumer,
+migrations, replay, verify, the retention jobs and commands), so every
+connection gets the same TLS settings, also those to ``--target-url`` and
+friends. aiomysql, like PyMySQL, falls back to plaintext when the server does
+not offer TLS; for ``required`` and stronger, each new connection therefore
+checks ``Ssl_cipher`` and is refused when it is empty.
 """
 
 from __future__ import annotations
 
+import ssl
+from typing import Any
+
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +38,65 @@ from consumer.settings import DatabaseSettings
 SESSION_INIT = "SET time_zone = '+00:00'"
 
 
+class DatabaseTlsError(ValueError):
+    """The TLS settings cannot be used (an unreadable file), or TLS was required and not had."""
+
+
+def tls_context(settings: DatabaseSettings) -> ssl.SSLContext | None:
+    """The client TLS context ``settings.ssl_mode`` asks for; None when TLS is disabled.
+
+    - ``preferred``, ``required``: encrypt, do not verify the server (as MySQL's modes);
+    - ``verify_ca``: the server's certificate must chain to ``ssl_ca`` (or the
+      system's CAs when unset), whatever name it carries;
+    - ``verify_identity``: and it must name the host of the URL (SAN DNS or IP).
+    """
+    mode = settings.ssl_mode
+    if mode == "disabled":
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode in ("verify_ca", "verify_identity"):
+        context.check_hostname = mode == "verify_identity"
+        context.verify_mode = ssl.CERT_REQUIRED
+        try:
+            if settings.ssl_ca is None:
+                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+            else:
+                context.load_verify_locations(cafile=str(settings.ssl_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise DatabaseTlsError(f"database ssl_ca {settings.ssl_ca}: {_reason(exc)}") from None
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.ssl_cert is not None:
+        try:
+            context.load_cert_chain(str(settings.ssl_cert), str(settings.ssl_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise DatabaseTlsError(
+                f"database ssl_cert {settings.ssl_cert} / ssl_key {settings.ssl_key}: "
+                f"{_reason(exc)}"
+            ) from None
+    return context
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc)
+
+
+def _require_tls(dbapi_connection: Any, _record: Any) -> None:
+    """On each new connection: refuse it if the server did not agree to TLS."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    if not row or not row[1]:
+        raise DatabaseTlsError(
+            "the database server did not agree to TLS, which EXECTRACK_DATABASE__SSL_MODE requires"
+        )
+
+
 def create_engine(
     settings: DatabaseSettings, *, url: str | None = None, idle_timeout_s: int | None = None
 ) -> AsyncEngine:
@@ -34,19 +105,26 @@ def create_engine(
         if idle_timeout_s is None
         else f"{SESSION_INIT}, wait_timeout = {idle_timeout_s:d}"
     )
-    return create_async_engine(
+    connect_args: dict[str, Any] = {
+        "init_command": init,
+        "connect_timeout": settings.connect_timeout_s,
+        "charset": "utf8mb4",
+    }
+    context = tls_context(settings)
+    if context is not None:
+        connect_args["ssl"] = context
+    engine = create_async_engine(
         url or settings.url.get_secret_value(),
         pool_size=settings.pool_size,
         pool_pre_ping=True,
         pool_recycle=3600,
         isolation_level="READ COMMITTED",
         echo=settings.echo,
-        connect_args={
-            "init_command": init,
-            "connect_timeout": settings.connect_timeout_s,
-            "charset": "utf8mb4",
-        },
+        connect_args=connect_args,
     )
+    if settings.ssl_mode not in ("disabled", "preferred"):
+        event.listen(engine.sync_engine, "connect", _require_tls)
+    return engine
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -3,14 +3,20 @@
 With the right credentials and the CA, a consumer process converges exactly
 like everywhere else (table == oracle, DLQ == invalid, lag 0). With a wrong
 password it consumes nothing, writes nothing, and its log never shows the
-password (the secret is a ``SecretStr`` end to end); it exits non-zero and its
-log says the authentication failed. The broker is private to this module
+password (the secret is a ``SecretStr`` end to end); it exits 1 with one
+structured ``connect_failed`` line naming the broker and the cause
+(authentication failed), no traceback; ``exectrack-producer`` likewise prints
+one ``error:`` line. The broker is private to this module
 (tests/faults/secure_broker.py): the deploy/local broker is not reconfigured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -178,5 +184,30 @@ async def test_wrong_password_consumes_nothing_and_leaks_nothing(
     assert await table(db) == {}
     log = (tmp_path / "consumer-0.log").read_text(errors="replace")
     assert WRONG not in log
-    assert "Authentication failed" in log  # the operator can tell why (aiokafka's line)
-    assert code != 0, f"exit status {code}; log: {log[-2000:]}"
+    assert code == 1, f"exit status {code}; log: {log[-2000:]}"
+    # no traceback: one structured line naming the broker and the cause (consumer.failures)
+    assert "Traceback" not in log, log[-2000:]
+    failed = [json.loads(line) for line in log.splitlines() if '"connect_failed"' in line]
+    assert len(failed) == 1, log[-2000:]
+    assert failed[0]["service"] == "kafka"
+    assert failed[0]["target"] == broker.bootstrap
+    assert failed[0]["reason"].startswith("authentication failed")
+    assert "invalid credentials" in failed[0]["reason"]
+
+
+def test_producer_cli_wrong_password_one_line(broker: SecureBroker, secure_topics: Topics) -> None:
+    env = {**os.environ, **secure_env(broker, WRONG),
+           "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+           "EXECTRACK_KAFKA__TOPIC": secure_topics.topic}  # fmt: skip
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "exectrack-producer"), "emit", "--report-id", "r1"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    assert WRONG not in output
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot connect to kafka {broker.bootstrap}: authentication failed during "
+        "authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"
+    ]

@@ -1,0 +1,95 @@
+"""Connection failures at the command-line boundary: one line, never a traceback.
+
+A wrong Kafka password or certificate (``producer.diagnose``), a database that
+refuses the credentials or the transport (no TLS where the server requires it,
+a certificate that does not verify) end ``exectrack-consumer`` commands with
+one line naming the service, where it is (the database URL with its password
+masked) and why, and exit status 1. ``consume`` writes it as one structured log
+line. ``check_database`` runs before ``consume`` starts: credentials and TLS
+problems stop it at once (a database that is merely down does not: the
+consumer retries, as it always did).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from consumer.db.engine import DatabaseTlsError, create_engine
+from consumer.settings import DatabaseSettings, Settings
+from producer.diagnose import explain_kafka
+from producer.errors import ConnectFailed
+
+log = structlog.get_logger(__name__)
+
+ACCESS_DENIED = frozenset({1044, 1045, 1698})  # database, password, unix_socket plugin
+TLS_REQUIRED = frozenset({1941, 3159})  # require_secure_transport: MariaDB, MySQL
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found:
+        found.append(current)
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return found
+
+
+def _code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def database_reason(exc: BaseException, settings: DatabaseSettings) -> tuple[str, bool]:
+    """(a short reason, whether it is permanent: credentials or TLS, not a server away)."""
+    for cause in _chain(exc):
+        if isinstance(cause, DatabaseTlsError):
+            return str(cause), True
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed: {cause.verify_message or cause}", True
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed: {cause.reason or cause}", True
+        code = _code(cause)
+        if code in ACCESS_DENIED:
+            reason = f"access denied ({code}): {cause.args[1]}"
+            if settings.ssl_mode == "disabled":
+                reason += " (if the server requires TLS, set EXECTRACK_DATABASE__SSL_MODE)"
+            return reason, True
+        if code in TLS_REQUIRED:
+            return f"the server requires TLS ({code}): set EXECTRACK_DATABASE__SSL_MODE", True
+    for cause in _chain(exc):
+        code = _code(cause)
+        if code is not None and len(cause.args) > 1:
+            return f"({code}) {cause.args[1]}", False
+    return f"{type(exc).__name__}: {exc}", False
+
+
+def database_failure(exc: BaseException, settings: DatabaseSettings) -> ConnectFailed:
+    return ConnectFailed("database", settings.display_url, database_reason(exc, settings)[0])
+
+
+def explain(exc: BaseException, settings: Settings) -> ConnectFailed | None:
+    """The one-line failure an exception stands for, or None when it is not one of ours."""
+    if isinstance(exc, ConnectFailed):
+        return exc
+    if isinstance(exc, SQLAlchemyError | DatabaseTlsError):
+        return database_failure(exc, settings.database)
+    return explain_kafka(exc, settings.kafka)
+
+
+async def check_database(settings: DatabaseSettings) -> None:
+    """Connect once; raise ``ConnectFailed`` when credentials or TLS are wrong."""
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, DatabaseTlsError, OSError) as exc:
+        reason, permanent = database_reason(exc, settings)
+        if permanent:
+            raise ConnectFailed("database", settings.display_url, reason) from None
+        log.warning("database_unavailable", db=settings.display_url, error=reason)
+    finally:
+        await engine.dispose()
