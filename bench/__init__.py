@@ -35,3 +35,27 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024  # kB
     raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+class MachineCpu:
+    """How busy all CPUs of the machine were between ``start()`` and ``busy()`` (0..1).
+
+    From ``/proc/stat``'s first line: everything but idle and iowait counts as busy.
+    It shows whether a phase was bound by the whole machine (the consumer,
+    the broker and the database share its cores) or by one process."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def busy(self) -> float:
+        busy, total = self._read()
+        return (busy - self._start[0]) / max(1, total - self._start[1])

@@ -12,10 +12,20 @@ and ``EXECTRACK_DATABASE__URL`` (the local stack by default):
 3. exectrack: ``ConsumerService`` with a fresh group into a fresh, migrated
    database, from start until every record is committed (events/s and rows/s),
    then a check that the table has one row per simulated execution;
-4. naive baseline: what a tutorial does, one event at a time: parse, one
+4. ``exectrack-consumer consume`` as a child process (fresh group, fresh
+   database) until the group's lag is 0: events/s with start-up, and the
+   child's peak RSS with the whole topic as its backlog;
+5. ``--processes`` (default 2) such children in one group: how far scaling
+   out on the same machine goes (the group spreads the partitions);
+6. ``exectrack-consumer replay`` of the same topic into an empty database, as a
+   child: events/s with start-up (compared with phase 4) and peak RSS;
+7. naive baseline: what a tutorial does, one event at a time: parse, one
    ``INSERT ... ON DUPLICATE KEY UPDATE`` of that event's fields, one commit,
    on the first ``--naive-sample`` records; its rate is extrapolated as is
    (events/s of the sample), which flatters it if anything (small table).
+
+Each phase also records how busy the machine's CPUs were (``/proc/stat``): the
+broker and the database run on the same cores.
 
 Prints the rates and the ratios (exectrack / ceiling, exectrack / naive) and
 writes ``bench/results/consumer.json`` (git-ignored). Durability stays on:
@@ -26,11 +36,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -45,12 +55,14 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import make_url
 
-from bench import peak_rss_mb, setup_logging, write_result
+from bench import MachineCpu, peak_rss_mb, setup_logging, write_result
+from bench.replay import CONSUMER, run_child
+from consumer.batch import tune_gc
 from consumer.db import migrate
 from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS, REPORTS, USERS
-from consumer.service import ConsumerService, tune_gc
+from consumer.service import ConsumerService
 from consumer.settings import DatabaseSettings, Settings
 from producer.errors import InvalidEvent
 from producer.events import ExecutionEvent, parse_event
@@ -138,10 +150,12 @@ async def group_lag(kafka: KafkaSettings, group: str) -> int:
     return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
 
 
-async def consumer_process(kafka: KafkaSettings, url: str, group: str) -> tuple[float, float]:
-    """``exectrack-consumer consume`` as a child until the group's lag is 0, then SIGTERM.
+async def consumer_processes(
+    kafka: KafkaSettings, url: str, group: str, count: int
+) -> tuple[float, list[float]]:
+    """``count`` x ``exectrack-consumer consume`` in one group until its lag is 0, then SIGTERM.
 
-    Returns (seconds, the child's own peak RSS in MB, read just before SIGTERM)."""
+    Returns (seconds, each child's own peak RSS in MB, read just before SIGTERM)."""
     env = {
         **os.environ,
         "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -153,24 +167,43 @@ async def consumer_process(kafka: KafkaSettings, url: str, group: str) -> tuple[
         "EXECTRACK_LOG_LEVEL": "warning",
     }
     started = time.perf_counter()
-    proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own console script, polled below
-        [str(Path(sys.executable).parent / "exectrack-consumer"), "consume"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    procs = [
+        subprocess.Popen(  # noqa: S603, ASYNC220 - our own console script, polled below
+            [str(CONSUMER), "consume"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
     try:
         await asyncio.sleep(1)
         while await group_lag(kafka, group) != 0:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the consumer process exited early ({proc.returncode})")
-            await asyncio.sleep(0.5)
+            if any(proc.poll() is not None for proc in procs):
+                raise RuntimeError("a consumer process exited early")
+            await asyncio.sleep(0.25)
         elapsed = time.perf_counter() - started
-        peak = peak_rss_mb(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 30)
+        peaks = [peak_rss_mb(proc.pid) for proc in procs]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await asyncio.to_thread(proc.wait, 30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    return elapsed, peak
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return elapsed, peaks
+
+
+def replay_process(kafka: KafkaSettings, url: str) -> tuple[float, float, bool]:
+    """``exectrack-consumer replay`` of the same topic into an empty database, as a child.
+
+    Returns (wall seconds, start-up included; its peak RSS in MB; every event applied)."""
+    env = {**os.environ, "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+           "EXECTRACK_KAFKA__TOPIC": kafka.topic, "EXECTRACK_LOG_LEVEL": "warning"}  # fmt: skip
+    out, seconds, peak = run_child(["replay", "--target-url", url, "--no-progress", "--json"], env)
+    summary = json.loads(out)
+    return seconds, peak, summary["events_read"] == summary["applied"] + summary["invalid"]
 
 
 async def naive(kafka: KafkaSettings, url: str, sample: int) -> float:
@@ -233,7 +266,7 @@ async def count_rows(url: str) -> int:
         await engine.dispose()
 
 
-async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
+async def bench(events: int, seed: int, naive_sample: int, processes: int) -> dict[str, Any]:
     base = Settings()
     suffix = uuid.uuid4().hex[:8]
     kafka = base.kafka.model_copy(
@@ -253,7 +286,9 @@ async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
         total, expected_rows = await preload(kafka, config)
         print(f"preloaded {total:,} messages ({expected_rows:,} executions) into {kafka.topic}")
 
+        cpu, busy = MachineCpu(), {}
         ceiling_s = await drain_ceiling(kafka, total)
+        busy["drain_ceiling"] = cpu.busy()
         print(f"drain ceiling (bare aiokafka):   {total / ceiling_s:>9,.0f} events/s")
 
         urls.append(await fresh_database(server_url))
@@ -261,7 +296,9 @@ async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
             "kafka": kafka, "group_id": f"bench-{suffix}", "health_port": 0, "create_topics": False,
             "database": DatabaseSettings(url=SecretStr(urls[0])),
         })  # fmt: skip
+        cpu.start()
         consumer_s, steady = await exectrack(settings, total)
+        busy["exectrack"] = cpu.busy()
         rows = await count_rows(urls[0])
         correct = rows == expected_rows
         print(
@@ -271,15 +308,41 @@ async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
         print(f"exectrack after the first batch: {steady:>9,.0f} events/s (group join excluded)")
 
         urls.append(await fresh_database(server_url))
-        process_s, peak_rss_mb = await consumer_process(kafka, urls[-1], f"bench-{suffix}-process")
+        cpu.start()
+        process_s, (peak_mb,) = await consumer_processes(kafka, urls[-1], f"bench-{suffix}-p1", 1)
+        busy["exectrack_process"] = cpu.busy()
         print(
             f"exectrack consumer as a process: {total / process_s:>9,.0f} events/s "
-            f"(start-up included), peak RSS {peak_rss_mb:,.0f} MB with a {total:,}-event backlog"
+            f"(start-up included), peak RSS {peak_mb:,.0f} MB with a {total:,}-event backlog"
+        )
+
+        urls.append(await fresh_database(server_url))
+        cpu.start()
+        group_s, group_peaks = await consumer_processes(
+            kafka, urls[-1], f"bench-{suffix}-p{processes}", processes
+        )
+        busy["exectrack_processes"] = cpu.busy()
+        group_rows = await count_rows(urls[-1])
+        print(
+            f"exectrack, {processes} processes, one group: {total / group_s:>9,.0f} events/s "
+            f"(start-up included); rows {group_rows:,}; peak RSS "
+            + " + ".join(f"{mb:,.0f}" for mb in group_peaks)
+            + " MB"
+        )
+
+        urls.append(await fresh_database(server_url))
+        cpu.start()
+        replay_s, replay_mb, replay_ok = await asyncio.to_thread(replay_process, kafka, urls[-1])
+        busy["replay_process"] = cpu.busy()
+        replay_rows = await count_rows(urls[-1])
+        print(
+            f"replay of the same topic:        {total / replay_s:>9,.0f} events/s "
+            f"(start-up included), peak RSS {replay_mb:,.0f} MB; rows {replay_rows:,}"
         )
 
         urls.append(await fresh_database(server_url))
         sample = min(naive_sample, total)
-        naive_s = await naive(kafka, urls[1], sample)
+        naive_s = await naive(kafka, urls[-1], sample)
         print(f"naive baseline (1 event/commit): {sample / naive_s:>9,.0f} events/s "
               f"(sample of {sample:,})")  # fmt: skip
         await admin.delete_topics([kafka.topic, kafka.dlq_topic])
@@ -290,24 +353,41 @@ async def bench(events: int, seed: int, naive_sample: int) -> dict[str, Any]:
     rates = {
         "drain_ceiling": total / ceiling_s,
         "exectrack": total / consumer_s,
+        "exectrack_steady": steady,
+        "exectrack_process": total / process_s,
+        f"exectrack_{processes}_processes": total / group_s,
+        "replay_process": total / replay_s,
         "naive": sample / naive_s,
     }
     ratios = {
         "exectrack_to_ceiling": rates["exectrack"] / rates["drain_ceiling"],
         "exectrack_steady_to_ceiling": steady / rates["drain_ceiling"],
+        f"exectrack_{processes}_processes_to_ceiling": total / group_s / rates["drain_ceiling"],
         "exectrack_to_naive": rates["exectrack"] / rates["naive"],
+        "replay_to_consumer_process": process_s / replay_s,
     }
     print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
+    print("machine CPU busy (both cores): " + ", ".join(f"{k} {v:.0%}" for k, v in busy.items()))
     return {
         "benchmark": "consumer",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": total,
         "executions": expected_rows,
-        "table_correct": correct,
+        "table_correct": correct
+        and group_rows == expected_rows
+        and replay_rows == expected_rows
+        and replay_ok,
         "events_per_s": {k: round(v) for k, v in rates.items()},
         "rows_per_s": round(rows / consumer_s),
-        "process": {"events_per_s": round(total / process_s), "peak_rss_mb": round(peak_rss_mb)},
+        "process": {"events_per_s": round(total / process_s), "peak_rss_mb": round(peak_mb)},
+        "processes": {
+            "count": processes,
+            "events_per_s": round(total / group_s),
+            "peak_rss_mb": [round(mb) for mb in group_peaks],
+        },
+        "replay": {"events_per_s": round(total / replay_s), "peak_rss_mb": round(replay_mb)},
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "machine_cpu_busy": {k: round(v, 3) for k, v in busy.items()},
         "batch_max_records": base.batch_max_records,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
@@ -319,9 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--naive-sample", type=int, default=3_000)
+    parser.add_argument("--processes", type=int, default=2, help="consumers in the group phase")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    result = asyncio.run(bench(args.events, args.seed, args.naive_sample))
+    result = asyncio.run(bench(args.events, args.seed, args.naive_sample, args.processes))
     write_result(args.output, result)
     return 0 if result["table_correct"] else 1
 

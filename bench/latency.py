@@ -27,11 +27,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from bench import setup_logging, write_result
+from consumer.batch import tune_gc
 from consumer.db import migrate
 from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS
-from consumer.service import ConsumerService, tune_gc
+from consumer.service import ConsumerService
 from consumer.settings import DatabaseSettings, Settings
 from producer.events import EventType, execution_event
 from producer.publisher import Publisher

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -34,12 +33,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import dlq
-from consumer.batch import decode
+from consumer.batch import Batch, decode_yielding, tune_gc
 from consumer.db import migrate
 from consumer.db.engine import create_engine
 from consumer.db.repository import CHUNK, EXECUTIONS
 from consumer.dlq import consumer_identity
 from consumer.fold import EPOCH
+from consumer.pipeline import WritePipeline
 from consumer.purge import not_held
 from consumer.replay_report import (
     Mode,
@@ -212,6 +212,21 @@ class Replay:
         self.consumer.assign(list(todo))
         for tp, span in todo.items():
             self.consumer.seek(tp, span.start)
+        pipeline = WritePipeline()  # the next batch decodes while this one is written
+        try:
+            await self._fetch_all(todo, writer, summary, progress, pipeline)
+            await pipeline.settle()
+        finally:
+            await pipeline.cancel()
+
+    async def _fetch_all(
+        self,
+        todo: dict[TopicPartition, Span],
+        writer: BatchWriter,
+        summary: ReplaySummary,
+        progress: ReplayProgress | None,
+        pipeline: WritePipeline,
+    ) -> None:
         last_record = time.monotonic()
         while todo:
             fetched = await self.consumer.getmany(
@@ -227,7 +242,8 @@ class Replay:
                 if records:
                     batch[tp] = records
             if batch:
-                await self._apply(batch, writer, summary)
+                decoded = await decode_yielding(batch)
+                await pipeline.submit(self._apply(decoded, writer, summary))
                 last_record = time.monotonic()
             elif time.monotonic() - last_record > STALL_S:
                 raise ReplayError(f"no records for {STALL_S:.0f} s from {sorted(map(str, todo))}")
@@ -239,10 +255,7 @@ class Replay:
                     self.consumer.pause(tp)
                     del todo[tp]
 
-    async def _apply(
-        self, fetched: dict[TopicPartition, list[Any]], writer: BatchWriter, summary: ReplaySummary
-    ) -> None:
-        batch = decode(fetched)
+    async def _apply(self, batch: Batch, writer: BatchWriter, summary: ReplaySummary) -> None:
         outcome = await writer.write(batch.executions, batch.definitions)
         refused = batch.refused(outcome.errors)
         if self.producer is not None:
@@ -289,6 +302,7 @@ async def replay(
     settings: Settings, options: ReplayOptions | None = None, *, progress: bool = False
 ) -> ReplaySummary:
     """The whole command: prepare the target, capture the ends, read them, sum up."""
+    tune_gc()  # the consume loop's GC settings: replay runs the same batch path
     async with Replay(settings, options) as job:
         await job.prepare_target()
         plan = await job.plan()

@@ -11,42 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import dlq, metrics
-from consumer.batch import Batch, decode
+from consumer.batch import Batch, decode_yielding, tune_gc
 from consumer.db.engine import create_engine
 from consumer.dlq import DeadLetter, consumer_identity
+from consumer.pipeline import WritePipeline
 from consumer.retention_jobs import start_retention_jobs
 from consumer.settings import Settings
 from consumer.writer import BatchWriter, Stopped
 from producer.admin import ensure_topics
 
 log = structlog.get_logger(__name__)
-
-# The loop allocates ~10 short-lived, almost always acyclic objects per record,
-# batch by batch (freed by reference counting). With CPython's default gen-0
-# threshold (700) the cyclic collector runs every few dozen records and rescans
-# the live batch: measured at ~45% of decode time (docs/performance.md).
-GC_GEN0_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """Process-wide: collect cycles less often, and never rescan start-up objects."""
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 @dataclass
@@ -64,6 +50,7 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.service.batch_lock:  # the batch in flight commits first
+            self.service.generation += 1  # batches fetched before this are stale (see _write)
             log.info("partitions_revoked", partitions=sorted(str(tp) for tp in revoked))
         for tp in revoked:  # another consumer reports their lag from now on
             with contextlib.suppress(KeyError):
@@ -90,6 +77,9 @@ class ConsumerService:
             retry_max_s=settings.db_retry_max_s,
         )
         self.batch_lock = asyncio.Lock()
+        self.generation = 0  # bumped by every rebalance
+        self.abandoned = False  # a batch was left uncommitted on stop: commit nothing after it
+        self.pipeline = WritePipeline()
         self.stopping = asyncio.Event()
         self.totals = Totals()
         self.last_turn = time.monotonic()
@@ -158,7 +148,9 @@ class ConsumerService:
         try:
             while not self.stopping.is_set():
                 await self.poll_once()
+            await self.pipeline.settle()  # the last batch commits before we leave
         finally:
+            await self.pipeline.cancel()  # after a failure: uncommitted, read again
             await self.stop()
         return self.totals
 
@@ -169,6 +161,7 @@ class ConsumerService:
         return not self.stopping.is_set()
 
     async def poll_once(self) -> None:
+        """Fetch and decode a batch while the previous one is written, then hand it over."""
         consumer, _ = self._running()
         fetched = await consumer.getmany(
             timeout_ms=self.settings.fetch_timeout_ms,
@@ -176,16 +169,30 @@ class ConsumerService:
         )
         self.last_turn = time.monotonic()
         if not fetched:
+            await self.pipeline.settle()
             return
-        async with self.batch_lock:
-            await self._process(fetched)
+        generation, started = self.generation, time.perf_counter()
+        batch = await decode_yielding(fetched)
+        await self.pipeline.submit(self._write(batch, generation, started))
 
-    async def _process(self, fetched: Mapping[TopicPartition, list[Any]]) -> None:
-        started = time.perf_counter()
-        batch = decode(fetched)
+    async def _write(self, batch: Batch, generation: int, started: float) -> None:
+        async with self.batch_lock:
+            if self.abandoned:
+                return  # committing a later batch would skip the abandoned one's records
+            if generation != self.generation:
+                # A rebalance ran between this batch's fetch and now. Its partitions were
+                # revoked and assigned anew, from their committed offsets: whichever
+                # consumer owns them now reads these records again. Writing them would be
+                # harmless (merges are idempotent) but their commit would be refused.
+                log.info("batch_dropped_after_rebalance", records=batch.records)
+                return
+            await self._process(batch, started)
+
+    async def _process(self, batch: Batch, started: float) -> None:
         try:
             outcome = await self.writer.write(batch.executions, batch.definitions, self._keep_going)
         except Stopped:
+            self.abandoned = True
             log.warning("batch_abandoned_on_stop", records=batch.records)
             return  # not committed: the next owner replays it
         self.db_ok = True
@@ -194,9 +201,8 @@ class ConsumerService:
         consumer, _ = self._running()
         try:
             await consumer.commit(batch.offsets)
-        except (
-            CommitFailedError
-        ) as exc:  # lost the partitions in a rebalance: the new owner replays
+        except (CommitFailedError, IllegalStateError) as exc:
+            # lost the partitions in a rebalance: their new owner reads the batch again
             log.warning("commit_failed", error=str(exc))
             return
         self._account(batch, dead, outcome.written, outcome.skipped_expired, started)
