@@ -50,6 +50,10 @@ CONSUMER_LAG = Gauge(
 LAST_BATCH = Gauge(
     "exectrack_last_batch_timestamp_seconds", "Unix time of the last committed batch."
 )
+KAFKA_C_EXTENSION = Gauge(
+    "exectrack_kafka_c_extension",
+    "1 if aiokafka parses records with its C extension, 0 if in pure Python (slower).",
+)
 ASSIGNED_PARTITIONS = Gauge(
     "exectrack_assigned_partitions", "Partitions currently assigned to this consumer."
 )

@@ -74,7 +74,7 @@ class Replay:
             group_id=None,  # manual assignment: no group, no offsets committed anywhere
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=1024 * 1024,
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
             **kafka,
         )
         self.producer = (

@@ -35,6 +35,18 @@ from producer.admin import ensure_topics
 log = structlog.get_logger(__name__)
 
 
+def kafka_accelerated() -> bool:
+    """Whether aiokafka parses record batches with its C extension (``_crecords``).
+
+    Without it (no wheel for the platform, or ``AIOKAFKA_NO_EXTENSIONS`` set)
+    reading is several times slower; the service still runs, and says so at start.
+    """
+    from aiokafka.record import default_records
+
+    module: str = default_records.DefaultRecordBatch.__module__
+    return module.startswith("aiokafka.record._crecords")
+
+
 @dataclass
 class Totals:
     batches: int = 0
@@ -103,7 +115,7 @@ class ConsumerService:
             max_poll_interval_ms=settings.max_poll_interval_ms,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 3),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
             **kafka,
         )
         producer = AIOKafkaProducer(
@@ -121,8 +133,17 @@ class ConsumerService:
         await self.dlq_producer.start()
         self.consumer.subscribe([self.settings.kafka.topic], listener=_WaitForBatch(self))
         await self.consumer.start()
+        accelerated = kafka_accelerated()
+        metrics.KAFKA_C_EXTENSION.set(int(accelerated))
+        if not accelerated:
+            log.warning(
+                "kafka_c_extension_missing",
+                hint="aiokafka reads records in pure Python here: install its binary wheel "
+                "for this platform, or unset AIOKAFKA_NO_EXTENSIONS",
+            )
         log.info(
             "consumer_started",
+            kafka_c_extension=accelerated,
             topic=self.settings.kafka.topic,
             group=self.settings.group_id,
             db=self.settings.database.display_url,

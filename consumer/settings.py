@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # the consume loop
     batch_max_records: int = Field(default=5000, ge=1)
     fetch_timeout_ms: int = Field(default=500, ge=1)
+    # read-ahead per partition: bounds memory with a deep backlog (a larger record
+    # batch is still fetched whole, so progress never stalls on one)
+    max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     db_retry_initial_s: float = Field(default=0.2, gt=0)

@@ -9,7 +9,7 @@ locking SELECT, in both escaping modes of the session (the default, and
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -73,6 +73,8 @@ def sorted_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("no_backslash", [False, True], ids=["default", "no_backslash_escapes"])
 async def test_hostile_text_round_trips(db: AsyncEngine, no_backslash: bool) -> None:
     rows = [row(f"id{n}{value}", value) for n, value in enumerate(HOSTILE)]
+    plus_two = timezone(timedelta(hours=2))  # an aware non-UTC time is stored as its UTC instant
+    rows.append(row("non-utc", "x", start_time=T0.astimezone(plus_two), end_time=None))
     await round_trip(db, rows, no_backslash=no_backslash)
 
 
