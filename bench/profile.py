@@ -1,0 +1,159 @@
+"""Where the consumer's CPU goes, per event: ``python -m bench.profile --events 100000``.
+
+Preloads a fresh topic like bench.consumer, then runs ``ConsumerService``
+in-process into a fresh database (the same code as ``exectrack-consumer
+consume``) and splits the process's CPU time (``time.process_time``) by stage,
+timing the synchronous functions that make up each one:
+
+- parse + validate: ``consumer.batch.Decoder.add`` (orjson + pydantic, the contract's rules);
+- fold: ``consumer.fold.fold_events`` (per-field last-writer-wins by K);
+- rows: ``ExecutionFold.to_row`` (derived fields, ``fold_keys`` encoding);
+- SQL literals: ``consumer.db.fastsql.render_rows``;
+- the rest: reading records (aiokafka), the driver (pymysql's protocol,
+  result rows), SQLAlchemy, asyncio, dead letters, commits, logging.
+
+Also how busy the whole machine was (the broker and the database share its
+cores) and the process's share of it. ``--pyinstrument`` writes a call tree
+to bench/results/profile.txt as well (slower: the rates are then not the real ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+from bench import MachineCpu, setup_logging, write_result
+from bench.consumer import PARTITIONS, count_rows, exectrack, fresh_database, preload
+from consumer import batch as batch_module
+from consumer.db import fastsql
+from consumer.db.admin import drop_database
+from consumer.fold import ExecutionFold
+from consumer.settings import DatabaseSettings, Settings
+from producer.simulate import SimConfig
+
+RESULTS = Path(__file__).resolve().parent / "results" / "profile.json"
+STAGES = {
+    "parse_validate": (batch_module.Decoder, "add"),
+    "fold": (batch_module, "fold_events"),
+    "rows": (ExecutionFold, "to_row"),
+    "sql_literals": (fastsql, "render_rows"),
+}
+
+
+def instrument(spent: dict[str, float]) -> Callable[[], None]:
+    """Wrap each stage's function to add its CPU time to ``spent``; returns an undo."""
+    undo: list[tuple[Any, str, Any]] = []
+    for stage, (owner, name) in STAGES.items():
+        original = getattr(owner, name)
+        spent[stage] = 0.0
+
+        def timed(*args: Any, _f: Any = original, _s: str = stage, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                spent[_s] += time.process_time() - started
+
+        setattr(owner, name, timed)
+        undo.append((owner, name, original))
+
+    def restore() -> None:
+        for owner, name, original in undo:
+            setattr(owner, name, original)
+
+    return restore
+
+
+async def profile(events: int, seed: int, tree: bool) -> dict[str, Any]:
+    base = Settings()
+    suffix = uuid.uuid4().hex[:8]
+    kafka = base.kafka.model_copy(
+        update={"topic": f"profile-{suffix}", "dlq_topic": f"profile-{suffix}.dlq"}
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    server = base.database.url.get_secret_value()
+    url = ""
+    try:
+        await admin.create_topics(
+            [NewTopic(kafka.topic, PARTITIONS, 1), NewTopic(kafka.dlq_topic, 1, 1)]
+        )
+        start = datetime.now(UTC) - timedelta(hours=6)
+        config = SimConfig(executions=max(1, round(events / 4.6)), seed=seed, start=start,
+                           reorder_ratio=0.1)  # fmt: skip
+        total, expected = await preload(kafka, config)
+        url = await fresh_database(server)
+        settings = base.model_copy(update={
+            "kafka": kafka, "group_id": f"profile-{suffix}", "health_port": 0,
+            "create_topics": False, "database": DatabaseSettings(url=SecretStr(url)),
+        })  # fmt: skip
+        spent: dict[str, float] = {}
+        restore = instrument(spent)
+        profiler = None
+        if tree:
+            from pyinstrument import Profiler
+
+            profiler = Profiler()
+            profiler.start()
+        cpu, machine = time.process_time(), MachineCpu()
+        try:
+            seconds, steady = await exectrack(settings, total)
+        finally:
+            restore()
+        process_cpu, busy = time.process_time() - cpu, machine.busy()
+        if profiler is not None:
+            profiler.stop()
+            RESULTS.with_suffix(".txt").write_text(profiler.output_text(unicode=False))
+        correct = await count_rows(url) == expected
+        await admin.delete_topics([kafka.topic, kafka.dlq_topic])
+    finally:
+        await admin.close()
+        if url:
+            await drop_database(server, str(make_url(url).database))
+    per_event = {stage: s / total * 1e6 for stage, s in spent.items()}
+    per_event["rest"] = process_cpu / total * 1e6 - sum(per_event.values())
+    print(f"{total:,} events in {seconds:.1f} s: {total / seconds:,.0f} events/s "
+          f"(steady {steady:,.0f}); table correct: {correct}")  # fmt: skip
+    print(f"process CPU {process_cpu / total * 1e6:.1f} us/event = {process_cpu / seconds:.0%} "
+          f"of one core; whole machine busy {busy:.0%} of its cores")  # fmt: skip
+    for stage, micros in per_event.items():
+        print(f"  {stage:<15} {micros:6.1f} us/event")
+    return {
+        "benchmark": "profile",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "events": total,
+        "events_per_s": round(total / seconds),
+        "table_correct": correct,
+        "process_cpu_us_per_event": round(process_cpu / total * 1e6, 2),
+        "process_share_of_one_core": round(process_cpu / seconds, 3),
+        "machine_cpu_busy": round(busy, 3),
+        "us_per_event": {k: round(v, 2) for k, v in per_event.items()},
+        "pyinstrument": tree,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000, help="about this many messages")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pyinstrument", action="store_true", help="also write a call tree")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    result = asyncio.run(profile(args.events, args.seed, args.pyinstrument))
+    write_result(args.output, result)
+    return 0 if result["table_correct"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
