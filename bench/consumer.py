@@ -1,6 +1,6 @@
 """The consumer end to end, beside a drain ceiling and a naive baseline.
 
-``python -m bench.consumer --events 200000``
+``python -m bench.consumer`` (1,000,000 events by default; ``--events 200000`` for a shorter run)
 
 One process, one run, against the services of ``EXECTRACK_KAFKA__BOOTSTRAP_SERVERS``
 and ``EXECTRACK_DATABASE__URL`` (the local stack by default):
@@ -396,7 +396,7 @@ async def bench(events: int, seed: int, naive_sample: int, processes: int) -> di
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     parser = argparse.ArgumentParser(prog="python -m bench.consumer", description=__doc__)
-    parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
+    parser.add_argument("--events", type=int, default=1_000_000, help="about this many messages")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--naive-sample", type=int, default=3_000)
     parser.add_argument("--processes", type=int, default=2, help="consumers in the group phase")

@@ -187,7 +187,7 @@ async def bench(events: int, seed: int, verify: bool, keep: bool) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
-    parser.add_argument("--events", type=int, default=200_000, help="about this many messages")
+    parser.add_argument("--events", type=int, default=1_000_000, help="about this many messages")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-verify", dest="verify", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the topic and the database")
