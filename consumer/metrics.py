@@ -26,6 +26,10 @@ EXECUTIONS_SKIPPED_EXPIRED = Counter(
     "exectrack_executions_skipped_expired_total",
     "New executions not written because their retention_until had already passed.",
 )
+EXECUTIONS_SKIPPED_PURGED = Counter(
+    "exectrack_executions_skipped_purged_total",
+    "Batch folds not written because the execution was purged (it has a tombstone).",
+)
 BATCH_SIZE = Histogram(
     "exectrack_batch_size_events",
     "Records per consumed batch.",

@@ -7,11 +7,14 @@ Each chunk is two statements:
    LIMIT :chunk``: a consistent read along ``ix_report_executions_retention_until``
    (InnoDB appends the primary key to a secondary index, so the order is the
    index's own; without holds the index covers the query). It takes no lock.
-2. ``DELETE FROM report_executions WHERE id IN (...) AND retention_until <= :now``
-   in its own transaction: it locks exactly the rows it deletes, by primary
-   key, for a few milliseconds, and re-checks the condition, so a row the
-   consumer changed in between (a late event carrying a later
-   ``retention_until``) is left alone.
+2. in its own transaction: ``SELECT id, execution_id ... WHERE id IN (...) AND
+   retention_until <= :now FOR UPDATE`` (it locks exactly the rows it will
+   delete, by primary key, for a few milliseconds, and re-checks the condition,
+   so a row the consumer changed in between, a late event carrying a later
+   ``retention_until``, is left alone), one multi-row ``INSERT`` of their
+   tombstones into ``purged_executions`` (the consumer never writes those
+   executions again: a late event cannot resurrect them), and
+   ``DELETE FROM report_executions WHERE id IN (...)``.
 
 Why not ``DELETE ... WHERE retention_until <= :now ORDER BY retention_until LIMIT n``
 (a single-table form both MariaDB and MySQL 8.0 accept)? It is one statement
@@ -28,7 +31,10 @@ whatever their ``retention_until``. Only one purge runs at a time per database:
 a MySQL named lock (``GET_LOCK``) is taken for the run, so the consumer's
 schedule and a CronJob never overlap; a run that finds it taken ends at once
 with outcome ``busy``. Deleting the row deletes everything the fold kept for
-the execution (its state is the row: values and ``fold_keys``).
+the execution (its state is the row: values and ``fold_keys``). At the end of
+a run, tombstones older than ``tombstone_ttl_s`` (``EXECTRACK_TOMBSTONE_TTL_S``,
+90 days) are deleted: keep it longer than events can arrive late (at most
+the topic's retention).
 """
 
 from __future__ import annotations
@@ -37,15 +43,16 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text
+from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumer import metrics
-from consumer.db.repository import EXECUTIONS, REPORTS, classify
+from consumer.db.repository import EXECUTIONS, REPORTS, TOMBSTONES, classify
 from consumer.errors import StorageError
 from consumer.retention import RetentionPolicy
 
@@ -59,6 +66,8 @@ class PurgeOptions:
     pause_ms: int = 0  # sleep between chunks (gives the consumer's batches room)
     max_rows: int | None = None  # stop after this many deletions
     dry_run: bool = False
+    # tombstones older than this are deleted at the end of a run (None: kept forever)
+    tombstone_ttl_s: float | None = 90 * 86400.0
 
 
 @dataclass
@@ -68,6 +77,7 @@ class PurgeSummary:
     outcome: str = "success"  # success | dry_run | busy | error
     deleted: int = 0
     chunks: int = 0  # DELETE transactions
+    tombstones_expired: int = 0  # tombstones past EXECTRACK_TOMBSTONE_TTL_S, deleted
     retries: int = 0
     elapsed_s: float = 0.0
     expired: int = 0  # rows past retention and not held, at the start (dry run; progress)
@@ -180,15 +190,34 @@ async def _dry_run(engine: AsyncEngine, policy: RetentionPolicy, summary: PurgeS
     summary.expired, summary.held = await count_expired(engine, policy, summary.now)
 
 
+async def delete_with_tombstones(conn: AsyncConnection, ids: list[int], now: datetime) -> int:
+    """Delete these executions if still past retention, leaving a tombstone for each.
+
+    The rows are locked first (by primary key), so the tombstones name exactly
+    the rows deleted: a row a late event changed meanwhile (a later explicit
+    ``retention_until``) is neither deleted nor tombstoned. Also used by a
+    replay's final sweep.
+    """
+    c = EXECUTIONS.c
+    still = [c.id.in_(ids), c.retention_until <= now]
+    found = (await conn.execute(select(c.id, c.execution_id).where(*still).with_for_update())).all()
+    if not found:
+        return 0
+    stones = mysql_insert(TOMBSTONES).values(
+        [{"execution_id": eid, "purged_at": now} for _, eid in found]
+    )
+    await conn.execute(stones.on_duplicate_key_update(purged_at=stones.inserted.purged_at))
+    result = await conn.execute(delete(EXECUTIONS).where(c.id.in_([i for i, _ in found])))
+    return int(result.rowcount)
+
+
 async def _delete_chunk(
     engine: AsyncEngine, ids: list[int], now: datetime, summary: PurgeSummary
 ) -> int:
-    c = EXECUTIONS.c
-    stmt = delete(EXECUTIONS).where(c.id.in_(ids), c.retention_until <= now)
     for attempt in range(RETRIES):
         try:
             async with engine.begin() as conn:
-                return int((await conn.execute(stmt)).rowcount)
+                return await delete_with_tombstones(conn, ids, now)
         except Exception as exc:
             error = classify(exc)
             if not isinstance(error, StorageError) or attempt == RETRIES - 1:
@@ -197,6 +226,27 @@ async def _delete_chunk(
             log.warning("purge_retry", error=str(error)[:200], attempt=attempt + 1)
             await asyncio.sleep(0.05 * 2**attempt)
     return 0  # unreachable
+
+
+async def expire_tombstones(engine: AsyncEngine, older_than: datetime, chunk: int = 1000) -> int:
+    """Delete tombstones purged before ``older_than``, ``chunk`` at a time."""
+    t = TOMBSTONES.c
+    removed = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        select(t.execution_id).where(t.purged_at < older_than).limit(chunk)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                return removed
+            await conn.execute(delete(TOMBSTONES).where(t.execution_id.in_(ids)))
+        removed += len(ids)
 
 
 async def _purge(
@@ -261,6 +311,9 @@ async def purge(
                 summary.expired, summary.held = await count_expired(engine, policy, summary.now)
                 on_start(summary)
             await _purge(engine, policy, options, summary, on_chunk)
+            if options.tombstone_ttl_s is not None:
+                horizon = summary.now - timedelta(seconds=options.tombstone_ttl_s)
+                summary.tombstones_expired = await expire_tombstones(engine, horizon)
     except BaseException:
         summary.outcome = "error"
         raise
@@ -273,7 +326,8 @@ async def purge(
             metrics.PURGE_LAST_SUCCESS.set(time.time())
         log.info(
             "purge", outcome=summary.outcome, deleted=summary.deleted, chunks=summary.chunks,
-            retries=summary.retries, s=round(summary.elapsed_s, 3),
+            retries=summary.retries, tombstones_expired=summary.tombstones_expired,
+            s=round(summary.elapsed_s, 3),
             rows_per_s=round(summary.rows_per_s), now=summary.now.isoformat(),
         )  # fmt: skip
     return summary

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from alembic.script import ScriptDirectory
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,7 +40,7 @@ from consumer.db.repository import CHUNK, EXECUTIONS
 from consumer.dlq import consumer_identity
 from consumer.fold import EPOCH
 from consumer.pipeline import WritePipeline
-from consumer.purge import not_held
+from consumer.purge import delete_with_tombstones, not_held
 from consumer.replay_report import (
     Mode,
     ReplayError,
@@ -269,6 +269,7 @@ class Replay:
         summary.applied += batch.records - len(batch.dead_letters) - len(refused)
         summary.row_writes += outcome.written
         summary.skipped_expired += outcome.skipped_expired
+        summary.skipped_purged += outcome.skipped_purged
         summary.reports_defined += outcome.reports_defined
         room = 5 - len(summary.first_errors)
         summary.first_errors += [f"{k}: {e[:200]}" for k, e in outcome.errors.items()][:room]
@@ -283,7 +284,8 @@ async def sweep_expired(
     chunk: int = CHUNK,
 ) -> int:
     """Delete executions with ``id > above_id`` whose retention_until <= now, ``chunk``
-    rows a transaction, never one on hold in ``policy`` (as the purge). Returns how many."""
+    rows a transaction, never one on hold in ``policy``, each leaving a tombstone,
+    exactly as the purge does. Returns how many."""
     c = EXECUTIONS.c
     held = not_held(policy) if policy is not None else []  # the purge's own hold rule
     expired = [c.retention_until <= now, c.id > above_id, *held]
@@ -294,8 +296,7 @@ async def sweep_expired(
             ids = (await conn.execute(query)).scalars().all()
             if not ids:
                 return removed
-            await conn.execute(delete(EXECUTIONS).where(c.id.in_(ids)))
-        removed += len(ids)
+            removed += await delete_with_tombstones(conn, list(ids), now)
 
 
 async def replay(

@@ -84,6 +84,7 @@ class ReplaySummary:
     batches: int = 0
     row_writes: int = 0  # inserts and updates; an execution spanning batches counts per batch
     skipped_expired: int = 0
+    skipped_purged: int = 0  # folds of executions with a tombstone; per batch, like row_writes
     reports_defined: int = 0
     executions: int = 0  # rows in the target's report_executions at the end
     elapsed_s: float = 0.0
@@ -108,6 +109,7 @@ class ReplaySummary:
             ("refused by the db", f"{self.refused:,}"),
             ("execution rows written", f"{self.row_writes:,} in {self.batches:,} batches"),
             ("skipped as expired", f"{self.skipped_expired:,}"),
+            ("skipped as purged (tombstone)", f"{self.skipped_purged:,}"),
             ("report definitions", f"{self.reports_defined:,}"),
             ("executions in target", f"{self.executions:,}"),
             ("elapsed", f"{self.elapsed_s:,.1f} s"),

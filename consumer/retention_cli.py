@@ -108,6 +108,7 @@ def purge_command(
         pause_ms=settings.purge_pause_ms if pause_ms is None else pause_ms,
         max_rows=max_rows,
         dry_run=dry_run,
+        tombstone_ttl_s=settings.tombstone_ttl_s or None,
     )
     bar = _progress(False if dry_run else progress, "purging")
     with bar:

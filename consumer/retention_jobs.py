@@ -92,7 +92,11 @@ class RetentionJobs:
             summary = await reapply(self.engine, s.retention, report_ids=changed)
             log.info("retention_reapplied", reports=len(changed), changed=summary.changed)
         self.reports_since = started - REPORT_LOOKBACK
-        options = PurgeOptions(chunk_size=s.purge_chunk_size, pause_ms=s.purge_pause_ms)
+        options = PurgeOptions(
+            chunk_size=s.purge_chunk_size,
+            pause_ms=s.purge_pause_ms,
+            tombstone_ttl_s=s.tombstone_ttl_s or None,
+        )
         await purge(self.engine, s.retention, options)
 
     async def reap_once(self) -> None:

@@ -226,6 +226,7 @@ class ConsumerService:
             # lost the partitions in a rebalance: their new owner reads the batch again
             log.warning("commit_failed", error=str(exc))
             return
+        metrics.EXECUTIONS_SKIPPED_PURGED.inc(outcome.skipped_purged)
         self._account(batch, dead, outcome.written, outcome.skipped_expired, started)
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:

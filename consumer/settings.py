@@ -131,5 +131,7 @@ class Settings(BaseSettings):
     purge_interval_s: float = Field(default=0.0, ge=0)  # run the purge inside the consumer
     purge_chunk_size: int = Field(default=1000, ge=1, le=50_000)
     purge_pause_ms: int = Field(default=0, ge=0)  # between chunks
+    # tombstones of purged executions older than this are deleted by the purge (0: never)
+    tombstone_ttl_s: float = Field(default=90 * 86400.0, ge=0)
     reap_after_s: float = Field(default=6 * 3600.0, gt=0)  # pending/running this quiet: stale
     reap_interval_s: float = Field(default=0.0, ge=0)  # run the reaper inside the consumer

@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 class Outcome:
     written: int = 0
     skipped_expired: int = 0
+    skipped_purged: int = 0
     reports_defined: int = 0
     placeholders: int = 0
     attempts: int = 0
@@ -47,6 +48,7 @@ class Outcome:
     def add(self, result: WriteResult) -> None:
         self.written += result.executions_written
         self.skipped_expired += result.executions_skipped_expired
+        self.skipped_purged += result.executions_skipped_purged
         self.reports_defined += result.reports_defined
         self.placeholders += result.placeholders
 

@@ -32,7 +32,7 @@ __all__ = ["Topics", "create_database", "database_url_for", "drop_database"]
 settings.register_profile("exectrack", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("exectrack")
 
-TABLES = ("report_executions", "reports", "users")
+TABLES = ("report_executions", "reports", "users", "purged_executions")
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 

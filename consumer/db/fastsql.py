@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from producer.events import ExecutionStatus, TriggerType
 
 TABLE = "report_executions"
+TOMBSTONES = "purged_executions"
 KEY = "execution_id"
 JSON_COLUMNS = frozenset({"execution_parameters", "result_summary", "error_details", "fold_keys"})
 TIME_COLUMNS = frozenset(
@@ -161,6 +162,15 @@ async def lock_rows(
         {column: from_db(column, value) for column, value in zip(columns, row, strict=True)}
         for row in result.fetchall()
     ]
+
+
+async def tombstoned(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
+    """Which of these executions were purged (have a row in ``purged_executions``)."""
+    if not keys:
+        return set()
+    quote = quoting(await _no_backslash_escapes(conn))
+    sql = f"SELECT {KEY} FROM {TOMBSTONES} WHERE {KEY} IN ({', '.join([quote(k) for k in keys])})"
+    return {row[0] for row in (await conn.exec_driver_sql(sql)).fetchall()}
 
 
 async def write_rows(

@@ -1,8 +1,9 @@
 """The database schema as typed SQLAlchemy models (the seed document, faithfully).
 
-Three tables. ``reports`` and ``report_executions`` are the seed's; ``users`` is the
-minimal table its foreign keys point to. The initial alembic revision creates
-exactly this; ``alembic check`` (tests/integration/test_schema.py) proves the
+Four tables. ``reports`` and ``report_executions`` are the seed's; ``users`` is the
+minimal table its foreign keys point to; ``purged_executions`` (revision 0002)
+keeps a tombstone per purged execution. The alembic revisions create exactly
+this; ``alembic check`` (tests/integration/test_schema.py) proves the
 models and the migrations agree.
 
 Bookkeeping beyond the seed, all needed by the fold (docs/schema.md):
@@ -187,5 +188,26 @@ class ReportExecution(Base):
         Index("ix_report_executions_end_time", "end_time"),
         Index("ix_report_executions_created_at", "created_at"),
         Index("ix_report_executions_retention_until", "retention_until"),
+        TABLE_ARGS,
+    )
+
+
+class PurgedExecution(Base):
+    """A tombstone: this execution was purged (revision 0002, docs/retention.md).
+
+    The consumer never creates a row for an execution that has one, so a late
+    event cannot resurrect what the purge deleted (CONTRACT.md: purged
+    executions stay purged). The purge writes it in the transaction that
+    deletes the row, and deletes tombstones older than
+    ``EXECTRACK_TOMBSTONE_TTL_S``.
+    """
+
+    __tablename__ = "purged_executions"
+
+    execution_id: Mapped[str] = mapped_column(identifier(), primary_key=True)
+    purged_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_purged_executions_purged_at", "purged_at"),
         TABLE_ARGS,
     )

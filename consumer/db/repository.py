@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.db import fastsql
-from consumer.db.models import Report, ReportExecution, User
+from consumer.db.models import PurgedExecution, Report, ReportExecution, User
 from consumer.errors import ConcurrentInsert, PoisonBatch, StorageError
 from consumer.fold import ExecutionFold
 from consumer.retention import RetentionPolicy
@@ -41,6 +41,7 @@ from producer.events import ReportCategory, ReportDefinedEvent, ReportType
 USERS: Table = User.__table__  # type: ignore[assignment]
 REPORTS: Table = Report.__table__  # type: ignore[assignment]
 EXECUTIONS: Table = ReportExecution.__table__  # type: ignore[assignment]
+TOMBSTONES: Table = PurgedExecution.__table__  # type: ignore[assignment]
 CHUNK = 1000  # rows per statement: keeps statements well under max_allowed_packet
 DUPLICATE_KEY = 1062
 # Server error codes worth a retry: the database is busy, read-only for a
@@ -74,6 +75,7 @@ class WriteResult:
     executions_skipped_expired: int
     reports_defined: int
     placeholders: int
+    executions_skipped_purged: int = 0  # had a tombstone: purged, never written again
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -234,9 +236,15 @@ async def write_batch(
     for keys in chunks(sorted(executions)):
         for locked in await fastsql.lock_rows(conn, EXECUTION_COLUMNS, keys):
             stored[locked["execution_id"]] = locked
+    # executions without a row that the purge deleted: never again (CONTRACT.md)
+    purged: set[str] = set()
+    for keys in chunks(sorted(eid for eid in executions if eid not in stored)):
+        purged |= await fastsql.tombstoned(conn, keys)
     merged: dict[str, ExecutionFold] = {}
     for eid, fold in executions.items():
         row = stored.get(eid)
+        if eid in purged:
+            continue
         if row is None:
             merged[eid] = fold
         else:  # a new state object: the caller's folds stay as they were (retries)
@@ -267,4 +275,4 @@ async def write_batch(
         await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=False)
     for rows in chunks(replace):
         await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=True)
-    return WriteResult(len(fresh) + len(replace), expired, defined, placeholders)
+    return WriteResult(len(fresh) + len(replace), expired, defined, placeholders, len(purged))

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.db.engine import create_engine
@@ -96,6 +96,16 @@ async def rows_of(url: str) -> dict[str, dict[str, Any]]:
     engine = create_engine(DatabaseSettings(), url=url)
     try:
         return await table(engine)
+    finally:
+        await engine.dispose()
+
+
+async def tombstones_of(url: str) -> set[str]:
+    engine = create_engine(DatabaseSettings(), url=url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(text("SELECT execution_id FROM purged_executions"))
+            return set(found.scalars())
     finally:
         await engine.dispose()
 
@@ -187,12 +197,17 @@ async def test_replay_does_not_resurrect_expired_executions(
     assert not old_ids & rows.keys()
     assert rows == expected
 
-    # A merge into the same (now non-empty) database resurrects nothing either.
+    # the final sweep left a tombstone for each, as the purge does
+    assert await tombstones_of(target) == old_ids
+
+    # A merge into the same (now non-empty) database resurrects nothing either: the
+    # tombstones stop every fold of the old executions before it is written.
     with pytest.raises(ReplayError, match="already holds executions"):
         await replay(settings, ReplayOptions(target))
     summary = await replay(settings, ReplayOptions(target, merge=True))
     assert summary.mode == "merge"
-    assert summary.skipped_expired == len(old_ids)
+    assert summary.skipped_expired == 0
+    assert summary.skipped_purged >= len(old_ids)  # once per batch an execution is in
     assert await rows_of(target) == expected
 
     # Executions on hold are never swept, even with an explicit retention_until past

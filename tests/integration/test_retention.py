@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.purge import purge
+from consumer.purge import PurgeOptions, purge
 from consumer.reapply import reapply
 from consumer.retention import RetentionPolicy
 from consumer.retention_jobs import start_retention_jobs
@@ -205,11 +206,21 @@ async def test_replay_after_a_purge_does_not_resurrect(
     await purge(db, policy)
     assert await table(db) == survivors
 
-    # the documented caveat: a LATE non-terminal event for a purged execution makes a
-    # fresh row (running, no retention), since nothing remembers the purge; the reaper
-    # closes it once it is stale, and the purge removes it when that period passes.
+    # A LATE non-terminal event for a purged execution: its tombstone (written by the
+    # purge with the DELETE) keeps it purged, though nothing else remembers it.
+    async with db.connect() as conn:
+        found = await conn.execute(text("SELECT execution_id FROM purged_executions"))
+        stones = set(found.scalars())
+    assert stones == {f"short-{i}" for i in range(20)}
     late = make(EventType.PROGRESS, execution_id="short-0", report_id="r-1", source="/tests",
                 sequence=1, time=now, records_processed=1)  # fmt: skip
+    await consume(settings, db, await send(topics, [late]))
+    assert await table(db) == survivors
+
+    # Tombstones expire: past EXECTRACK_TOMBSTONE_TTL_S the purge deletes them, and the
+    # same late event then makes a fresh row (running, no retention) again.
+    aged = await purge(db, policy, PurgeOptions(tombstone_ttl_s=0.0))
+    assert aged.tombstones_expired == 20
     await consume(settings, db, await send(topics, [late]))
     row = (await table(db))["short-0"]
     assert (row["status"], row["retention_until"]) == ("running", None)

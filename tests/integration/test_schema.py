@@ -83,6 +83,10 @@ EXPECTED_COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
         "last_event_at": (TS, False),
         "fold_keys": ("json", False),
     },
+    "purged_executions": {  # revision 0002: tombstones (docs/retention.md)
+        "execution_id": ("varchar(255)", False),
+        "purged_at": (TS, False),
+    },
 }
 
 # index name -> (table, columns, unique)
@@ -124,6 +128,7 @@ EXPECTED_INDEXES: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "ix_report_executions_end_time": ("report_executions", ("end_time",), False),
     "ix_report_executions_created_at": ("report_executions", ("created_at",), False),
     "ix_report_executions_retention_until": ("report_executions", ("retention_until",), False),
+    "ix_purged_executions_purged_at": ("purged_executions", ("purged_at",), False),
 }
 
 # (table, column) -> (referenced table, referenced column, ON DELETE, ON UPDATE)
@@ -182,6 +187,7 @@ async def test_identifiers_are_case_sensitive_utf8mb4(engine: AsyncEngine) -> No
         ("reports", "report_id"),
         ("report_executions", "execution_id"),
         ("report_executions", "report_id"),
+        ("purged_executions", "execution_id"),
     }
     assert {(cs, coll) for _, _, cs, coll in found} == {("utf8mb4", "utf8mb4_bin")}
     tables = await rows(
@@ -311,6 +317,7 @@ async def test_upgrade_downgrade_round_trip(scratch_database: str) -> None:
             "users",
             "reports",
             "report_executions",
+            "purged_executions",
         }
         await migrate.downgrade(scratch_database, "base")
         assert {r[0] for r in await rows(engine, "SHOW TABLES")} == {"alembic_version"}
