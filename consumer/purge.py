@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text
+from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, select, text
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -200,14 +200,18 @@ async def delete_with_tombstones(conn: AsyncConnection, ids: list[int], now: dat
     """
     c = EXECUTIONS.c
     still = [c.id.in_(ids), c.retention_until <= now]
-    found = (await conn.execute(select(c.id, c.execution_id).where(*still).with_for_update())).all()
-    if not found:
+    locked = (await conn.execute(select(c.id).where(*still).with_for_update())).scalars().all()
+    if not locked:
         return 0
-    stones = mysql_insert(TOMBSTONES).values(
-        [{"execution_id": eid, "purged_at": now} for _, eid in found]
+    # server-side copy of the ids of the rows we hold locked: nothing crosses the wire
+    copy = mysql_insert(TOMBSTONES).from_select(
+        ["execution_id", "purged_at"],
+        select(c.execution_id, literal(now, TOMBSTONES.c.purged_at.type)).where(c.id.in_(locked)),
     )
-    await conn.execute(stones.on_duplicate_key_update(purged_at=stones.inserted.purged_at))
-    result = await conn.execute(delete(EXECUTIONS).where(c.id.in_([i for i, _ in found])))
+    await conn.execute(
+        copy.on_duplicate_key_update(purged_at=literal(now, copy.table.c.purged_at.type))
+    )
+    result = await conn.execute(delete(EXECUTIONS).where(c.id.in_(locked)))
     return int(result.rowcount)
 
 
