@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.tls import free_port, issue, make_ca
+
 KAFKA_VERSION = os.environ.get("EXECTRACK_KAFKA_VERSION", "4.1.1")
 CACHE = Path(
     os.environ.get("EXECTRACK_CACHE_DIR")
@@ -44,36 +46,19 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _certificates(directory: Path) -> tuple[Path, Path]:
     """(CA certificate, broker key + certificate in one PEM file)."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "1", "-subj", "/CN=exectrack-test-ca")  # fmt: skip
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
-        "-subj", "/CN=127.0.0.1")  # fmt: skip
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "broker.pem", "-days", "1", "-extfile", "san.ext")  # fmt: skip
+    ca = make_ca(directory)
+    cert, key = issue(directory, "broker", "127.0.0.1", "subjectAltName=IP:127.0.0.1")
     keystore = directory / "broker-keystore.pem"
-    keystore.write_text(
-        (directory / "broker.key").read_text() + (directory / "broker.pem").read_text()
-    )
-    return directory / "ca.pem", keystore
+    keystore.write_text(key.read_text() + cert.read_text())
+    return ca, keystore
 
 
 @contextmanager
 def secure_broker(directory: Path) -> Iterator[SecureBroker]:
     cafile, keystore = _certificates(directory)
-    client, internal, controller = _free_port(), _free_port(), _free_port()
+    client, internal, controller = free_port(), free_port(), free_port()
     props = directory / "server.properties"
     props.write_text(
         "\n".join([

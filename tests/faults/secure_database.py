@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.tls import free_port, issue, make_ca
 
 USER, PASSWORD, DATABASE = "exectrack_tls", "tls-Only-For-This-Test-7c1e", "exectrack_tls"
 TOOLS = ("mariadbd", "mariadb-install-db", "mariadb")
@@ -69,29 +70,12 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _certificates(directory: Path) -> dict[str, Path]:
     """A CA, a server certificate it signs, a client certificate, and an unrelated CA."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
     for ca in ("ca", "wrong-ca"):
-        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key",
-            "-out", f"{ca}.pem", "-days", "1", "-subj", f"/CN=exectrack-test-{ca}")  # fmt: skip
-    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name, cn in (("server", "localhost"), ("client", USER)):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", "-subj", f"/CN={cn}")  # fmt: skip
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "1",
-            "-extfile", f"{name}.ext")  # fmt: skip
+        make_ca(directory, ca)
+    issue(directory, "server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+    issue(directory, "client", USER, "extendedKeyUsage=clientAuth")
     names = ("ca.pem", "wrong-ca.pem", "server.pem", "server.key", "client.pem", "client.key")
     return {name: directory / name for name in names}
 
@@ -100,7 +84,7 @@ def _certificates(directory: Path) -> dict[str, Path]:
 def secure_database(directory: Path) -> Iterator[SecureDatabase]:
     """Start the TLS-only instance in ``directory``; stop it on exit, whatever happened."""
     certs = _certificates(directory)
-    port = _free_port()
+    port = free_port()
     data = directory / "data"
     # a unix socket path is limited to ~107 bytes: keep it short
     sock = Path(tempfile.mkdtemp(prefix="exectrack-tls-db-")) / "mysqld.sock"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import aiohttp
@@ -19,12 +18,7 @@ from producer.events import EventType, execution_event, kafka_headers, to_json
 from tests.conftest import Topics
 from tests.support.kafka import publish
 from tests.support.service import consumer_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.tls import free_port
 
 
 async def get(port: int, path: str) -> tuple[int, str]:
