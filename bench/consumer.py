@@ -43,6 +43,9 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -266,40 +269,87 @@ async def count_rows(url: str) -> int:
         await engine.dispose()
 
 
-async def bench(events: int, seed: int, naive_sample: int, processes: int) -> dict[str, Any]:
-    base = Settings()
+@dataclass(frozen=True)
+class Topic:
+    kafka: KafkaSettings  # the base settings, pointed at the preloaded topic and its DLQ
+    suffix: str  # unique to this run: for group ids
+    messages: int
+    executions: int  # distinct valid executions: the rows a correct table has
+
+
+@asynccontextmanager
+async def simulated_topic(
+    base: Settings, prefix: str, events: int, seed: int
+) -> AsyncIterator[Topic]:
+    """A fresh 12-partition topic (and DLQ) preloaded with about ``events`` simulated
+    messages; deleted afterwards."""
     suffix = uuid.uuid4().hex[:8]
     kafka = base.kafka.model_copy(
-        update={"topic": f"bench-{suffix}", "dlq_topic": f"bench-{suffix}.dlq"}
+        update={"topic": f"{prefix}-{suffix}", "dlq_topic": f"{prefix}-{suffix}.dlq"}
     )
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
     await admin.start()
-    server_url = base.database.url.get_secret_value()
-    urls: list[str] = []
     try:
         await admin.create_topics(
             [NewTopic(kafka.topic, PARTITIONS, 1), NewTopic(kafka.dlq_topic, 1, 1)]
         )
-        start = datetime.now(UTC) - timedelta(hours=6)
-        executions = max(1, round(events / 4.6))  # the simulator makes ~4.6 messages per execution
-        config = SimConfig(executions=executions, seed=seed, start=start, reorder_ratio=0.1)
-        total, expected_rows = await preload(kafka, config)
-        print(f"preloaded {total:,} messages ({expected_rows:,} executions) into {kafka.topic}")
+        try:
+            start = datetime.now(UTC) - timedelta(hours=6)
+            executions = max(1, round(events / 4.6))  # ~4.6 messages per execution
+            config = SimConfig(executions=executions, seed=seed, start=start, reorder_ratio=0.1)
+            total, expected_rows = await preload(kafka, config)
+            print(f"preloaded {total:,} messages ({expected_rows:,} executions) into {kafka.topic}")
+            yield Topic(kafka, suffix, total, expected_rows)
+        finally:
+            await admin.delete_topics([kafka.topic, kafka.dlq_topic])
+    finally:
+        await admin.close()
 
+
+@asynccontextmanager
+async def scratch_databases(server_url: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """``new_database()`` makes a fresh, migrated database; all are dropped afterwards."""
+    urls: list[str] = []
+
+    async def new_database() -> str:
+        urls.append(await fresh_database(server_url))
+        return urls[-1]
+
+    try:
+        yield new_database
+    finally:
+        for url in urls:
+            await drop_database(server_url, str(make_url(url).database))
+
+
+def in_process_settings(base: Settings, topic: Topic, group: str, url: str) -> Settings:
+    """What ``ConsumerService`` runs with in the benchmark's own process."""
+    return base.model_copy(update={
+        "kafka": topic.kafka, "group_id": group, "health_port": 0, "create_topics": False,
+        "database": DatabaseSettings(url=SecretStr(url)),
+    })  # fmt: skip
+
+
+async def bench(events: int, seed: int, naive_sample: int, processes: int) -> dict[str, Any]:
+    base = Settings()
+    server_url = base.database.url.get_secret_value()
+    async with (
+        simulated_topic(base, "bench", events, seed) as topic,
+        scratch_databases(server_url) as new_database,
+    ):
+        kafka, suffix = topic.kafka, topic.suffix
+        total, expected_rows = topic.messages, topic.executions
         cpu, busy = MachineCpu(), {}
         ceiling_s = await drain_ceiling(kafka, total)
         busy["drain_ceiling"] = cpu.busy()
         print(f"drain ceiling (bare aiokafka):   {total / ceiling_s:>9,.0f} events/s")
 
-        urls.append(await fresh_database(server_url))
-        settings = base.model_copy(update={
-            "kafka": kafka, "group_id": f"bench-{suffix}", "health_port": 0, "create_topics": False,
-            "database": DatabaseSettings(url=SecretStr(urls[0])),
-        })  # fmt: skip
+        url = await new_database()
+        settings = in_process_settings(base, topic, f"bench-{suffix}", url)
         cpu.start()
         consumer_s, steady = await exectrack(settings, total)
         busy["exectrack"] = cpu.busy()
-        rows = await count_rows(urls[0])
+        rows = await count_rows(url)
         correct = rows == expected_rows
         print(
             f"exectrack consumer (end to end): {total / consumer_s:>9,.0f} events/s, "
@@ -307,22 +357,22 @@ async def bench(events: int, seed: int, naive_sample: int, processes: int) -> di
         )
         print(f"exectrack after the first batch: {steady:>9,.0f} events/s (group join excluded)")
 
-        urls.append(await fresh_database(server_url))
+        url = await new_database()
         cpu.start()
-        process_s, (peak_mb,) = await consumer_processes(kafka, urls[-1], f"bench-{suffix}-p1", 1)
+        process_s, (peak_mb,) = await consumer_processes(kafka, url, f"bench-{suffix}-p1", 1)
         busy["exectrack_process"] = cpu.busy()
         print(
             f"exectrack consumer as a process: {total / process_s:>9,.0f} events/s "
             f"(start-up included), peak RSS {peak_mb:,.0f} MB with a {total:,}-event backlog"
         )
 
-        urls.append(await fresh_database(server_url))
+        url = await new_database()
         cpu.start()
         group_s, group_peaks = await consumer_processes(
-            kafka, urls[-1], f"bench-{suffix}-p{processes}", processes
+            kafka, url, f"bench-{suffix}-p{processes}", processes
         )
         busy["exectrack_processes"] = cpu.busy()
-        group_rows = await count_rows(urls[-1])
+        group_rows = await count_rows(url)
         print(
             f"exectrack, {processes} processes, one group: {total / group_s:>9,.0f} events/s "
             f"(start-up included); rows {group_rows:,}; peak RSS "
@@ -330,26 +380,21 @@ async def bench(events: int, seed: int, naive_sample: int, processes: int) -> di
             + " MB"
         )
 
-        urls.append(await fresh_database(server_url))
+        url = await new_database()
         cpu.start()
-        replay_s, replay_mb, replay_ok = await asyncio.to_thread(replay_process, kafka, urls[-1])
+        replay_s, replay_mb, replay_ok = await asyncio.to_thread(replay_process, kafka, url)
         busy["replay_process"] = cpu.busy()
-        replay_rows = await count_rows(urls[-1])
+        replay_rows = await count_rows(url)
         print(
             f"replay of the same topic:        {total / replay_s:>9,.0f} events/s "
             f"(start-up included), peak RSS {replay_mb:,.0f} MB; rows {replay_rows:,}"
         )
 
-        urls.append(await fresh_database(server_url))
+        url = await new_database()
         sample = min(naive_sample, total)
-        naive_s = await naive(kafka, urls[-1], sample)
+        naive_s = await naive(kafka, url, sample)
         print(f"naive baseline (1 event/commit): {sample / naive_s:>9,.0f} events/s "
               f"(sample of {sample:,})")  # fmt: skip
-        await admin.delete_topics([kafka.topic, kafka.dlq_topic])
-    finally:
-        await admin.close()
-        for url in urls:
-            await drop_database(server_url, str(make_url(url).database))
     rates = {
         "drain_ceiling": total / ceiling_s,
         "exectrack": total / consumer_s,

@@ -22,24 +22,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pydantic import SecretStr
-from sqlalchemy.engine import make_url
-
 from bench import MachineCpu, setup_logging, write_result
-from bench.consumer import PARTITIONS, count_rows, exectrack, fresh_database, preload
+from bench.consumer import (
+    count_rows,
+    exectrack,
+    in_process_settings,
+    scratch_databases,
+    simulated_topic,
+)
 from consumer import batch as batch_module
 from consumer.db import fastsql
-from consumer.db.admin import drop_database
 from consumer.fold import ExecutionFold
-from consumer.settings import DatabaseSettings, Settings
-from producer.simulate import SimConfig
+from consumer.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "profile.json"
 STAGES = {
@@ -76,27 +75,13 @@ def instrument(spent: dict[str, float]) -> Callable[[], None]:
 
 async def profile(events: int, seed: int, tree: bool) -> dict[str, Any]:
     base = Settings()
-    suffix = uuid.uuid4().hex[:8]
-    kafka = base.kafka.model_copy(
-        update={"topic": f"profile-{suffix}", "dlq_topic": f"profile-{suffix}.dlq"}
-    )
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    await admin.start()
     server = base.database.url.get_secret_value()
-    url = ""
-    try:
-        await admin.create_topics(
-            [NewTopic(kafka.topic, PARTITIONS, 1), NewTopic(kafka.dlq_topic, 1, 1)]
-        )
-        start = datetime.now(UTC) - timedelta(hours=6)
-        config = SimConfig(executions=max(1, round(events / 4.6)), seed=seed, start=start,
-                           reorder_ratio=0.1)  # fmt: skip
-        total, expected = await preload(kafka, config)
-        url = await fresh_database(server)
-        settings = base.model_copy(update={
-            "kafka": kafka, "group_id": f"profile-{suffix}", "health_port": 0,
-            "create_topics": False, "database": DatabaseSettings(url=SecretStr(url)),
-        })  # fmt: skip
+    async with (
+        simulated_topic(base, "profile", events, seed) as topic,
+        scratch_databases(server) as new_database,
+    ):
+        total, url = topic.messages, await new_database()
+        settings = in_process_settings(base, topic, f"profile-{topic.suffix}", url)
         spent: dict[str, float] = {}
         restore = instrument(spent)
         profiler = None
@@ -114,12 +99,7 @@ async def profile(events: int, seed: int, tree: bool) -> dict[str, Any]:
         if profiler is not None:
             profiler.stop()
             RESULTS.with_suffix(".txt").write_text(profiler.output_text(unicode=False))
-        correct = await count_rows(url) == expected
-        await admin.delete_topics([kafka.topic, kafka.dlq_topic])
-    finally:
-        await admin.close()
-        if url:
-            await drop_database(server, str(make_url(url).database))
+        correct = await count_rows(url) == topic.executions
     per_event = {stage: s / total * 1e6 for stage, s in spent.items()}
     per_event["rest"] = process_cpu / total * 1e6 - sum(per_event.values())
     print(f"{total:,} events in {seconds:.1f} s: {total / seconds:,.0f} events/s "
