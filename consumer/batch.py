@@ -1,4 +1,7 @@
-"""Turning a fetched batch of Kafka records into fold states and dead letters. Pure.
+"""Turning a fetched batch of Kafka records into fold states and dead letters.
+
+No I/O: ``decode_yielding`` only hands the event loop back between chunks, and
+``tune_gc`` sets the collector up for this allocation pattern.
 
 Every record ends in exactly one place: a valid execution event (folded per
 execution), a valid report definition (the winner per report), or a dead
@@ -102,16 +105,9 @@ class Decoder:
         )
 
 
-def decode(fetched: Mapping[Any, Iterable[Any]]) -> Batch:
-    """``fetched`` is aiokafka's ``getmany()`` result: TopicPartition -> records."""
-    decoder = Decoder()
-    for tp, records in fetched.items():
-        decoder.add(tp, records)
-    return decoder.batch()
-
-
 async def decode_yielding(fetched: Mapping[Any, Sequence[Any]], every: int = YIELD_EVERY) -> Batch:
-    """``decode``, handing the event loop back every ``every`` records.
+    """Decode ``fetched`` (aiokafka's ``getmany()`` result: TopicPartition -> records)
+    into one Batch, handing the event loop back every ``every`` records.
 
     Decoding is pure CPU. While it runs, the batch written before this one is
     waiting on the database; yielding lets that write send its next statement

@@ -4,7 +4,7 @@
 the end offset of every partition at the start and reads from the earliest offset
 (or ``--from-time``) up to those ends, assigning partitions by hand: no group, no
 commits, the live group's offsets are never touched. Every ``getmany(max_records=
-batch_max_records)`` goes through ``consumer.batch.decode`` and ``BatchWriter.write``
+batch_max_records)`` goes through ``consumer.batch.decode_yielding`` and ``BatchWriter.write``
 (one transaction, the same retention policy, retries and bisection); nothing but
 counters outlives a batch, so memory is flat whatever the topic size. Invalid
 records are counted, not dead-lettered again, unless ``--dead-letter``.

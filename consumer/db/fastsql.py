@@ -62,6 +62,7 @@ _BACKSLASH = {0: "\\0", 0x5C: "\\\\", 0x0A: "\\n", 0x0D: "\\r", 0x1A: "\\Z", 0x2
 _NO_BACKSLASH = {0x27: "''", 0x25: "%%"}
 
 
+@cache
 def quoting(no_backslash_escapes: bool) -> Quote:
     """A function str -> quoted SQL string literal, for the session's escaping mode."""
     mapping = _NO_BACKSLASH if no_backslash_escapes else _BACKSLASH
