@@ -20,22 +20,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from consumer.db.engine import DatabaseTlsError, create_engine
 from consumer.settings import DatabaseSettings, Settings
-from producer.diagnose import explain_kafka
+from producer.diagnose import causes, explain_kafka
 from producer.errors import ConnectFailed
 
 log = structlog.get_logger(__name__)
 
 ACCESS_DENIED = frozenset({1044, 1045, 1698})  # database, password, unix_socket plugin
 TLS_REQUIRED = frozenset({1941, 3159})  # require_secure_transport: MariaDB, MySQL
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in found:
-        found.append(current)
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return found
 
 
 def _code(exc: BaseException) -> int | None:
@@ -45,7 +36,7 @@ def _code(exc: BaseException) -> int | None:
 
 def database_reason(exc: BaseException, settings: DatabaseSettings) -> tuple[str, bool]:
     """(a short reason, whether it is permanent: credentials or TLS, not a server away)."""
-    for cause in _chain(exc):
+    for cause in causes(exc):
         if isinstance(cause, DatabaseTlsError):
             return str(cause), True
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -60,7 +51,7 @@ def database_reason(exc: BaseException, settings: DatabaseSettings) -> tuple[str
             return reason, True
         if code in TLS_REQUIRED:
             return f"the server requires TLS ({code}): set EXECTRACK_DATABASE__SSL_MODE", True
-    for cause in _chain(exc):
+    for cause in causes(exc):
         code = _code(cause)
         if code is not None and len(cause.args) > 1:
             return f"({code}) {cause.args[1]}", False

@@ -25,21 +25,23 @@ from aiokafka.errors import (
 from producer.errors import ConnectFailed, PublishError
 from producer.settings import KafkaSettings
 
-__all__ = ["explain_kafka", "kafka_reason", "probe_kafka"]
+__all__ = ["causes", "explain_kafka", "kafka_reason", "probe_kafka"]
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps, outermost first: a DB-API error's ``orig`` (SQLAlchemy),
+    then ``__cause__`` or ``__context__``; each once."""
     found: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in found:
         found.append(current)
-        current = current.__cause__ or current.__context__
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return found
 
 
 def kafka_reason(exc: BaseException) -> str:
     """A short human reason for a connection failure (the first telling cause)."""
-    for cause in _chain(exc):
+    for cause in causes(exc):
         if isinstance(cause, SaslAuthenticationFailed | AuthenticationFailedError):
             detail = str(cause).split(": ", 1)[-1]
             if detail.lower().startswith("authentication failed"):
@@ -82,7 +84,7 @@ async def probe_kafka(settings: KafkaSettings, *, timeout_s: float = 10.0) -> st
 
 
 def _is_connect_failure(exc: BaseException) -> bool:
-    return any(isinstance(c, KafkaConnectionError | OSError) for c in _chain(exc)) or (
+    return any(isinstance(c, KafkaConnectionError | OSError) for c in causes(exc)) or (
         "Unable to bootstrap" in str(exc)
     )
 
