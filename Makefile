@@ -6,18 +6,41 @@ BIN    := $(VENV)/bin
 STACK  := bash deploy/local/stack.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down status logs migrate run test test-all faults lint fmt bench clean
+.PHONY: help venv lock lock-upgrade up down status logs migrate run test test-all faults lint fmt bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+# The environment comes from one lock, requirements.lock (runtime + dev, with
+# hashes): exactly those versions, whatever the registry serves today. exectrack
+# itself is installed editable without build isolation (the build backend is
+# pinned in the lock too). deploy/requirements.lock, the image's runtime subset,
+# is derived from it by the same `make lock`. docs/development.md#the-lock
+$(BIN)/.installed: pyproject.toml requirements.lock
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
 
-venv: $(BIN)/.installed  ## create .venv and install exectrack with its dev tools
+venv: $(BIN)/.installed  ## create .venv from requirements.lock (exectrack + its dev tools)
+
+# uv (pinned) resolves the lock; it is not needed to install from it.
+UV_VERSION := 0.13.9
+UV := .local/tools/bin/uv
+COMPILE := $(UV) pip compile pyproject.toml --quiet --universal --python-version 3.11 --generate-hashes
+$(UV):
+	$(PYTHON) -m venv .local/tools
+	.local/tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+lock: $(UV)  ## re-resolve the locks after editing pyproject.toml (keeps every pin it can)
+	$(COMPILE) --extra dev -o requirements.lock
+	$(COMPILE) --constraint requirements.lock -o deploy/requirements.lock
+
+lock-upgrade: $(UV)  ## move every pin to the newest version pyproject.toml allows
+	$(COMPILE) --extra dev --upgrade -o requirements.lock
+	$(MAKE) lock
 
 up:  ## start the local Kafka broker and MariaDB (deploy/local)
 	$(STACK) up

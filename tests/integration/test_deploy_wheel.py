@@ -33,13 +33,14 @@ def run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
 
 def install_image_venv(work: Path) -> Path:
     """What the Dockerfile's build stage does: lock, then the wheel, both --no-deps."""
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work / "wheels", ROOT,
-        cwd=work)  # fmt: skip
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+        "-w", work / "wheels", ROOT, cwd=work)  # fmt: skip
     (wheel,) = (work / "wheels").glob("exectrack-*.whl")
     venv = work / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=work)
     pip = venv / "bin" / "pip"
-    run(pip, "install", "-q", "--no-deps", "-r", DEPLOY / "requirements.lock", cwd=work)
+    run(pip, "install", "-q", "--no-deps", "--require-hashes", "-r", DEPLOY / "requirements.lock",
+        cwd=work)  # fmt: skip
     run(pip, "install", "-q", "--no-deps", wheel, cwd=work)
     run(pip, "check", cwd=work)
     return venv

@@ -1,0 +1,151 @@
+"""The environment lock: requirements.lock (runtime + dev) and its runtime subset
+deploy/requirements.lock (the image's), checked against pyproject.toml.
+
+These tests never ask a registry what it serves today: a fresh clone installs
+exactly the lock (`make venv`: pip --require-hashes --no-deps), so a newer upload
+cannot change a run. They fail when pyproject.toml and the lock disagree (someone
+edited one without `make lock`), when the image's lock drifts from the
+environment's, or when this venv holds something the lock does not say.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+
+from tests.support.deploy import DEPLOY, ROOT
+
+ENV_LOCK = ROOT / "requirements.lock"
+IMAGE_LOCK = DEPLOY / "requirements.lock"
+PIN = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)"
+    r"(?: ; (?P<marker>[^\\]+?))?\s*\\?$"
+)
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: str
+    marker: str | None
+    hashes: frozenset[str]
+
+    def applies(self) -> bool:
+        if self.marker is None:
+            return True
+        return Requirement(f"x ; {self.marker}").marker.evaluate()  # type: ignore[union-attr]
+
+
+def read_lock(path: Path) -> dict[NormalizedName, Pin]:
+    pins: dict[NormalizedName, Pin] = {}
+    name: NormalizedName | None = None
+    for line in path.read_text().splitlines():
+        if match := PIN.match(line):
+            name = canonicalize_name(match["name"])
+            assert name not in pins, f"{path.name}: {name} pinned twice"
+            pins[name] = Pin(match["version"], match["marker"], frozenset())
+        elif (stripped := line.strip()).startswith("--hash=") and name is not None:
+            pin = pins[name]
+            pins[name] = Pin(pin.version, pin.marker, pin.hashes | {stripped.split("=", 1)[1]})
+        elif line and not line.startswith((" ", "#")):
+            raise AssertionError(f"{path.name}: unexpected line {line!r}")
+    return pins
+
+
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+RUNTIME = [Requirement(r) for r in PROJECT["dependencies"]]
+DEV = [Requirement(r) for r in PROJECT["optional-dependencies"]["dev"]]
+
+
+def test_every_pin_has_hashes_and_no_index_address() -> None:
+    for path in (ENV_LOCK, IMAGE_LOCK):
+        pins = read_lock(path)
+        assert len(pins) > 20
+        assert all(pin.hashes for pin in pins.values()), path
+        assert "://" not in path.read_text(), f"{path.name} names an index: keep locks host-free"
+
+
+def test_the_lock_satisfies_every_requirement_of_pyproject() -> None:
+    lock = read_lock(ENV_LOCK)
+    for req in RUNTIME + DEV:
+        name = canonicalize_name(req.name)
+        assert name in lock, f"{req} is not in requirements.lock: run `make lock`"
+        assert req.specifier.contains(lock[name].version, prereleases=True), (
+            f"requirements.lock pins {name}=={lock[name].version}, pyproject.toml says {req}:"
+            " run `make lock`"
+        )
+
+
+def _closure(roots: list[Requirement]) -> set[NormalizedName]:
+    """Names of the distributions the roots need, transitively, on this platform,
+    read from the installed metadata (which is the lock's: see the next test)."""
+    env = default_environment()
+    found: set[NormalizedName] = set()
+    todo = [(r, frozenset[str]()) for r in roots]
+    while todo:
+        req, parent_extras = todo.pop()
+        if req.marker and not any(
+            req.marker.evaluate({**env, "extra": e}) for e in parent_extras | {""}
+        ):
+            continue
+        name = canonicalize_name(req.name)
+        key_new = name not in found
+        found.add(name)
+        if key_new or req.extras:
+            todo.extend(
+                (Requirement(text), frozenset(req.extras))
+                for text in metadata.requires(req.name) or []
+            )
+    return found
+
+
+def test_this_environment_is_the_lock() -> None:
+    """`make venv` installed requirements.lock and nothing else (exectrack aside)."""
+    lock = {n: p for n, p in read_lock(ENV_LOCK).items() if p.applies()}
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    installed.pop(canonicalize_name("exectrack"), None)
+    for tool in ("pip", "setuptools", "wheel"):  # the venv's own installer, not a dependency
+        installed.pop(canonicalize_name(tool), None)
+    differ = {
+        n: (p.version, installed.get(n)) for n, p in lock.items() if installed.get(n) != p.version
+    }
+    assert not differ, f"lock vs installed (run `make venv`): {differ}"
+    assert installed.keys() <= lock.keys(), (
+        f"installed but not locked: {installed.keys() - lock.keys()}"
+    )
+
+
+def test_the_lock_holds_exactly_what_pyproject_needs() -> None:
+    lock = {n for n, p in read_lock(ENV_LOCK).items() if p.applies()}
+    needed = _closure(RUNTIME + DEV)
+    assert lock == needed, f"extra: {lock - needed}, missing: {needed - lock}: run `make lock`"
+
+
+def test_the_image_lock_is_the_runtime_subset_of_the_lock() -> None:
+    env, image = read_lock(ENV_LOCK), read_lock(IMAGE_LOCK)
+    for name, pin in image.items():
+        assert name in env, f"deploy/requirements.lock pins {name}, requirements.lock does not"
+        assert (pin.version, pin.hashes) == (env[name].version, env[name].hashes), name
+    on_this_platform = {n for n, p in image.items() if p.applies()}
+    assert on_this_platform == _closure(RUNTIME)
+    assert {"aiokafka", "sqlalchemy", "greenlet", "cramjam"} <= on_this_platform
+    assert not {"pytest", "ruff", "mypy", "hatchling"} & image.keys()
+
+
+def test_the_locks_were_made_by_make_lock() -> None:
+    """The command in each header is the Makefile's, so `make lock` reproduces them."""
+    makefile = (ROOT / "Makefile").read_text()
+    compile_flags = re.search(r"^COMPILE := \$\(UV\) (.+)$", makefile, re.M)
+    assert compile_flags is not None
+    flags = compile_flags[1].replace(" --quiet", "")
+    assert f"uv {flags} --extra dev -o requirements.lock" in ENV_LOCK.read_text()
+    assert (
+        f"uv {flags} --constraint requirements.lock -o deploy/requirements.lock"
+        in IMAGE_LOCK.read_text()
+    )
