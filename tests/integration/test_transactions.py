@@ -198,17 +198,21 @@ async def test_b_an_aborted_transaction_never_happened(
 
 async def interleave(topics: Topics, partition: int) -> dict[str, list[ExecutionEvent]]:
     """Two transactional producers and a plain one write to ONE partition, transactions
-    overlapping; returns the committed events by execution (the oracle's input)."""
+    overlapping, one producer committing, aborting and committing in a row, and the
+    partition ending with an aborted transaction; returns the committed events by
+    execution (the oracle's input)."""
     x = [ev(EventType.PENDING, "t-x", 0, trigger_type="manual"), ev(EventType.STARTED, "t-x", 1)]
     x_done = ev(EventType.COMPLETED, "t-x", 4, records_processed=7)
     y = [ev(EventType.PENDING, "t-y", 0), ev(EventType.STARTED, "t-y", 1, records_processed=1)]
-    z = ev(EventType.PENDING, "t-z", 0, trigger_type="webhook")
+    z = [ev(EventType.PENDING, "t-z", 0, trigger_type="webhook"), ev(EventType.STARTED, "t-z", 1)]
     aborted = [
         ev(EventType.FAILED, "t-x", 5, error_details={"type": "Aborted"}),
         ev(EventType.COMPLETED, "t-y", 9, result_summary={"aborted": True}),
         ev(EventType.PROGRESS, "t-x", 3, records_processed=99, output_location="s3://aborted"),
         ev(EventType.FAILED, "t-z", 2, error_details={"type": "Aborted"}),
         ev(EventType.PENDING, "t-never", 0),
+        ev(EventType.COMPLETED, "t-z", 8, result_summary={"aborted": 2}),
+        ev(EventType.CANCELLED, "t-y", 9),
     ]
     async with (
         producer(topics) as plain,
@@ -226,13 +230,38 @@ async def interleave(topics: Topics, partition: int) -> dict[str, list[Execution
         await send(b, topics, partition, message(aborted[2]))
         await b.abort_transaction()
         await a.begin_transaction()
-        await send(a, topics, partition, message(x_done), message(z))
+        await send(a, topics, partition, message(x_done), message(z[0]))
         await b.begin_transaction()
         await send(b, topics, partition, message(aborted[3]), message(aborted[4]))
         await a.commit_transaction()
         await b.abort_transaction()
         await send(plain, topics, partition, message(y[1]))
-    return {"t-x": [*x, x_done], "t-y": y, "t-z": [z]}
+        # one producer: committed, aborted, committed in a row (kafka4beam/brod#659)
+        await a.begin_transaction()
+        await send(a, topics, partition, message(aborted[5]))
+        await a.abort_transaction()
+        await a.begin_transaction()
+        await send(a, topics, partition, message(z[1]))
+        await a.commit_transaction()
+        # the partition ends with an aborted transaction: no record after its marker
+        await b.begin_transaction()
+        await send(b, topics, partition, message(aborted[6]))
+        await b.abort_transaction()
+    return {"t-x": [*x, x_done], "t-y": y, "t-z": z}
+
+
+async def consume_all(service: ConsumerService, topics: Topics, records: int) -> None:
+    """Run ``service`` until it read ``records`` and the group's committed offsets reached
+    every partition's end (the LSO), then one more second: anything (wrongly) handed
+    over, an aborted record, would be in by then."""
+    async with running(service):
+
+        async def done() -> bool:
+            lag = await committed_lag(topics.bootstrap, topics.topic, topics.group_id)
+            return service.totals.records >= records and lag == 0
+
+        await until(done, f"{records} records read and every committed offset at the end")
+        await asyncio.sleep(1)
 
 
 async def test_c_interleaved_transactions_on_one_partition_fold_only_the_committed(
@@ -240,10 +269,10 @@ async def test_c_interleaved_transactions_on_one_partition_fold_only_the_committ
 ) -> None:
     committed = await interleave(topics, partition=5)
     service = ConsumerService(consumer_settings(topics, database_url), engine=db)
-    totals = await run_until(service, sum(map(len, committed.values())))
-    await asyncio.sleep(1)
+    await consume_all(service, topics, 7)
+    totals = service.totals
     assert await table(db) == {eid: row_of(events) for eid, events in committed.items()}
-    assert (totals.records, totals.dead_lettered) == (6, 0)
+    assert (totals.records, totals.dead_lettered) == (7, 0)
     assert await read_all(topics.bootstrap, topics.dlq) == []
     assert await committed_lag(topics.bootstrap, topics.topic, topics.group_id) == 0
 
@@ -252,18 +281,44 @@ async def test_d_replay_of_a_topic_with_aborted_transactions_gives_the_same_rows
     db: AsyncEngine, database_url: str, topics: Topics, scratch: str
 ) -> None:
     committed = await interleave(topics, partition=7)
+    async with producer(topics, "d-only-aborted") as txn:  # partition 8: nothing committed
+        await txn.begin_transaction()
+        await send(txn, topics, 8, message(ev(EventType.PENDING, "t-void", 0)), POISON)
+        await txn.abort_transaction()
     settings = consumer_settings(topics, database_url)
-    await run_until(ConsumerService(settings, engine=db), 6)
+    await consume_all(ConsumerService(settings, engine=db), topics, 7)
     live = await table(db)
     assert live == {eid: row_of(events) for eid, events in committed.items()}
 
     target = scratch
     options = ReplayOptions(target, dead_letter=True)  # would re-send an aborted poison
-    summary = await replay(settings, options)
+    summary = await replay(settings, options)  # ends: positions step over aborted tails
     assert await rows_of(target) == live
     counts = (summary.events_read, summary.applied, summary.invalid, summary.dead_lettered)
-    assert counts == (6, 6, 0, 0)
+    assert counts == (7, 7, 0, 0)
+    assert (summary.end_offsets[7], summary.end_offsets[8]) == (22, 3)  # records + markers
     assert await read_all(topics.bootstrap, topics.dlq) == []
+
+
+async def test_d_replay_stops_at_the_last_stable_offset_of_an_open_transaction(
+    database_url: str, topics: Topics, scratch: str
+) -> None:
+    """The end offsets a replay captures are last stable offsets: it does not wait for an
+    undecided transaction, nor read what it holds (the live consumer gets those)."""
+    done = ev(EventType.PENDING, "t-done", 0)
+    undecided = ev(EventType.FAILED, "t-undecided", 2, error_details={"type": "Open"})
+    held = ev(EventType.PENDING, "t-held", 0)
+    async with producer(topics) as plain, producer(topics, "d-open") as txn:
+        await send(plain, topics, 0, message(done))
+        await send(plain, topics, 3, message(done))  # a duplicate: offset 0 of partition 3
+        await txn.begin_transaction()
+        await send(txn, topics, 3, message(undecided))  # offset 1: the LSO of partition 3
+        await send(plain, topics, 3, message(held))  # offset 2
+        summary = await replay(consumer_settings(topics, database_url), ReplayOptions(scratch))
+        await txn.abort_transaction()
+    assert (summary.end_offsets[0], summary.end_offsets[3]) == (1, 1)
+    assert (summary.events_read, summary.applied) == (2, 2)
+    assert await rows_of(scratch) == {"t-done": row_of([done])}
 
 
 # ------------------------------------------------------------ (e) an open transaction
