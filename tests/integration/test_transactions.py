@@ -25,6 +25,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.db.engine import create_engine
@@ -32,7 +33,16 @@ from consumer.replay import ReplayOptions, replay
 from consumer.retention import RetentionPolicy
 from consumer.service import ConsumerService
 from consumer.settings import DatabaseSettings
-from producer.events import EventType, ExecutionEvent, kafka_headers, to_json
+from producer.events import (
+    CloudProvider,
+    EventType,
+    ExecutionEvent,
+    ReportCategory,
+    ReportType,
+    kafka_headers,
+    report_defined_event,
+    to_json,
+)
 from producer.events import execution_event as make
 from tests.conftest import Topics, create_database, database_url_for, drop_database
 from tests.stack import Services
@@ -161,12 +171,21 @@ async def test_b_an_aborted_transaction_never_happened(
 ) -> None:
     before = [ev(EventType.PENDING, "t-run", 0), ev(EventType.STARTED, "t-run", 1)]
     aborted_failed = ev(EventType.FAILED, "t-run", 5, error_details={"type": "Aborted"})
-    ghost = [ev(EventType.PENDING, "t-ghost", 0), ev(EventType.COMPLETED, "t-ghost", 3)]
+    ghost = [  # naming a report and a user nobody else names: no placeholder either
+        ev(EventType.PENDING, "t-ghost", 0, report_id="ghost-report", started_by=99),
+        ev(EventType.COMPLETED, "t-ghost", 3, report_id="ghost-report"),
+    ]
+    renamed = report_defined_event(
+        source="/tests/txn", report_id="txn-report", version=9, name="Aborted name",
+        report_type=ReportType.VPC_INVENTORY, category=ReportCategory.INFRASTRUCTURE,
+        provider=CloudProvider.AWS, time=T0, id="def-aborted",
+    )  # fmt: skip
     after = ev(EventType.PENDING, "t-after", 0)
     async with producer(topics) as plain, producer(topics, "b") as txn:
         await send(plain, topics, 2, *map(message, before))
         await txn.begin_transaction()  # one transaction over two partitions
         await send(txn, topics, 2, message(aborted_failed), POISON)
+        await send(txn, topics, 11, (renamed.key, to_json(renamed), kafka_headers(renamed)))
         await send(txn, topics, 9, *map(message, ghost))  # 9 holds only aborted records
         await txn.abort_transaction()
         await send(plain, topics, 2, message(after))
@@ -186,7 +205,11 @@ async def test_b_an_aborted_transaction_never_happened(
     assert rows == {"t-run": row_of(before), "t-after": row_of([after])}
     assert (rows["t-run"]["status"], rows["t-run"]["error_details"]) == ("running", None)
     totals = service.totals
-    assert (totals.records, totals.dead_lettered) == (3, 0)  # the 4 aborted were never read
+    assert (totals.records, totals.dead_lettered) == (3, 0)  # the 5 aborted were never read
+    async with db.connect() as conn:
+        reports = (await conn.execute(text("SELECT report_id, name, version FROM reports"))).all()
+        users = (await conn.execute(text("SELECT id FROM users"))).scalars().all()
+    assert (reports, users) == ([("txn-report", "txn-report", 1)], [])  # a placeholder only
     assert await read_all(topics.bootstrap, topics.dlq) == []  # the aborted poison: no dead letter
     on_topic = await read_all(topics.bootstrap, topics.topic)  # the test helper reads committed
     assert [r.value for r in on_topic] == [to_json(e) for e in [*before, after]]
