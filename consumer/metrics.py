@@ -48,7 +48,23 @@ DB_WRITE_SECONDS = Histogram(
 DB_ERRORS = Counter("exectrack_db_errors_total", "Failed database transactions, by kind.", ["kind"])
 CONSUMER_LAG = Gauge(
     "exectrack_consumer_lag_events",
-    "Records behind the partition's high watermark, per assigned partition.",
+    "Offsets between what this consumer committed and the partition's last stable offset "
+    "(what a read_committed reader can read: the high watermark unless a transaction "
+    "is open), per assigned partition.",
+    ["topic", "partition"],
+)
+TRANSACTION_HELD = Gauge(
+    "exectrack_transaction_held_records",
+    "High watermark minus last stable offset, per assigned partition: offsets written "
+    "after the oldest undecided Kafka transaction, which no read_committed reader gets "
+    "until the transaction commits or aborts (0: nothing held).",
+    ["topic", "partition"],
+)
+LAST_STABLE_OFFSET = Gauge(
+    "exectrack_partition_last_stable_offset",
+    "The partition's last stable offset as last fetched, per assigned partition: with "
+    "exectrack_transaction_held_records > 0, an offset that stops moving is a stuck "
+    "open transaction.",
     ["topic", "partition"],
 )
 LAST_BATCH = Gauge(

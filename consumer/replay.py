@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
@@ -39,6 +39,7 @@ from consumer.db.engine import create_engine
 from consumer.db.repository import CHUNK, EXECUTIONS
 from consumer.dlq import consumer_identity
 from consumer.fold import EPOCH
+from consumer.kafka import reader
 from consumer.pipeline import WritePipeline
 from consumer.purge import delete_with_tombstones, not_held
 from consumer.replay_report import (
@@ -70,7 +71,7 @@ class Replay:
         self.mode: Mode = "rebuild"
         self.max_id = 0  # the greatest report_executions.id before the replay
         kafka = {**settings.kafka.client_kwargs(), "client_id": "exectrack-replay"}
-        self.consumer = AIOKafkaConsumer(
+        self.consumer = reader(
             group_id=None,  # manual assignment: no group, no offsets committed anywhere
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -5,6 +5,14 @@ sends are acknowledged, so a crash at any point replays the batch, which is
 harmless: the writes are idempotent merges (consumer.fold). A rebalance waits
 for the batch in flight (the listener takes the batch lock), so partitions are
 handed over with their offsets committed.
+
+The consumer reads ``read_committed`` (consumer.kafka): aborted transactions'
+records and transaction markers are skipped by the client, so the offset
+committed for a partition is the consumer's position after the batch (past
+any skipped offsets), not only the last record's offset + 1; an idle poll
+commits positions that moved over skipped offsets alone. Otherwise the group's
+committed offset would stay short of the end forever after a transaction, and
+every lag tool would report records that do not exist.
 """
 
 from __future__ import annotations
@@ -13,11 +21,12 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +35,7 @@ from consumer import dlq, metrics
 from consumer.batch import Batch, decode_yielding, tune_gc
 from consumer.db.engine import create_engine
 from consumer.dlq import DeadLetter, consumer_identity
+from consumer.kafka import reader
 from consumer.pipeline import WritePipeline
 from consumer.retention_jobs import start_retention_jobs
 from consumer.settings import Settings
@@ -56,6 +66,9 @@ class Totals:
     written: int = 0
 
 
+PARTITION_GAUGES = (metrics.CONSUMER_LAG, metrics.TRANSACTION_HELD, metrics.LAST_STABLE_OFFSET)
+
+
 class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, service: ConsumerService) -> None:
         self.service = service
@@ -65,8 +78,10 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
             self.service.generation += 1  # batches fetched before this are stale (see _write)
             log.info("partitions_revoked", partitions=sorted(str(tp) for tp in revoked))
         for tp in revoked:  # another consumer reports their lag from now on
-            with contextlib.suppress(KeyError):
-                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+            self.service.committed.pop(tp, None)
+            for gauge in PARTITION_GAUGES:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         metrics.ASSIGNED_PARTITIONS.set(len(assigned))
@@ -91,6 +106,7 @@ class ConsumerService:
         self.batch_lock = asyncio.Lock()
         self.generation = 0  # bumped by every rebalance
         self.abandoned = False  # a batch was left uncommitted on stop: commit nothing after it
+        self.committed: dict[TopicPartition, int] = {}  # what this consumer last committed
         self.pipeline = WritePipeline()
         self.stopping = asyncio.Event()
         self.totals = Totals()
@@ -108,7 +124,7 @@ class ConsumerService:
     def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         settings = self.settings
         kafka = settings.kafka.client_kwargs()
-        consumer = AIOKafkaConsumer(
+        consumer = reader(
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -191,10 +207,53 @@ class ConsumerService:
         self.last_turn = time.monotonic()
         if not fetched:
             await self.pipeline.settle()
+            await self._commit_skipped()
             return
         generation, started = self.generation, time.perf_counter()
+        positions = await self._positions(fetched)  # before any other fetch moves them
         batch = await decode_yielding(fetched)
+        for tp, position in positions.items():  # past skipped aborted batches and markers
+            batch.offsets[tp] = max(batch.offsets.get(tp, 0), position)
         await self.pipeline.submit(self._write(batch, generation, started))
+
+    async def _positions(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The consumer's position (next offset to fetch) of ``partitions``.
+
+        Right after ``getmany`` it is the last returned record's offset + 1, or
+        beyond it when aborted batches or transaction markers followed it in the
+        fetched data (read_committed skips them). A fetched partition has a valid
+        position, so this does not wait; one revoked meanwhile is left out.
+        """
+        consumer, _ = self._running()
+        found = {}
+        for tp in partitions:
+            with contextlib.suppress(IllegalStateError):
+                found[tp] = await consumer.position(tp)
+        return found
+
+    async def _commit_skipped(self) -> None:
+        """On an idle poll: commit positions that moved past offsets no record was
+        returned for (a stretch of aborted records, a transaction marker fetched
+        after its records), then refresh the per-partition gauges.
+
+        Only partitions with a fetch answer (a known high watermark) are looked at:
+        their position is known, so nothing here waits on the broker but the commit.
+        """
+        consumer, _ = self._running()
+        async with self.batch_lock:  # no rebalance in between, nothing in flight (settled)
+            if self.abandoned:
+                return
+            fetched = [tp for tp in consumer.assignment() if consumer.highwater(tp) is not None]
+            positions = await self._positions(fetched)
+            ahead = {tp: p for tp, p in positions.items() if p > self.committed.get(tp, -1)}
+            if ahead:
+                try:
+                    await consumer.commit(ahead)
+                except (CommitFailedError, IllegalStateError) as exc:
+                    log.warning("commit_failed", error=str(exc))
+                    return
+                self.committed.update(ahead)
+            self._gauge_partitions()
 
     async def _write(self, batch: Batch, generation: int, started: float) -> None:
         async with self.batch_lock:
@@ -226,6 +285,7 @@ class ConsumerService:
             # lost the partitions in a rebalance: their new owner reads the batch again
             log.warning("commit_failed", error=str(exc))
             return
+        self.committed.update(batch.offsets)
         metrics.EXECUTIONS_SKIPPED_PURGED.inc(outcome.skipped_purged)
         self._account(batch, dead, outcome.written, outcome.skipped_expired, started)
 
@@ -263,10 +323,7 @@ class ConsumerService:
         metrics.BATCH_SIZE.observe(batch.records)
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.LAST_BATCH.set(time.time())
-        for tp, offset in batch.offsets.items():
-            highwater = self.consumer.highwater(tp) if self.consumer else None
-            if highwater is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(highwater - offset)
+        self._gauge_partitions()
         log.info(
             "batch",
             records=batch.records,
@@ -279,6 +336,30 @@ class ConsumerService:
             partitions=len(batch.offsets),
             ms=round(elapsed * 1000, 1),
         )
+
+    def _gauge_partitions(self) -> None:
+        """Lag, transaction-held records and last stable offset of every assigned partition.
+
+        From the last fetch answer (aiokafka ``highwater``/``last_stable_offset``):
+        lag = LSO - committed offset (what a read_committed reader can read and this
+        consumer has not finished); held = high watermark - LSO (offsets behind an
+        undecided transaction, which nobody reads until it commits or aborts).
+        A broker that sends no LSO (None, fetch API < v4) counts the high watermark.
+        """
+        consumer = self.consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue  # not fetched yet
+            stable = consumer.last_stable_offset(tp)
+            readable = highwater if stable is None or stable < 0 else stable
+            labels = (tp.topic, str(tp.partition))
+            metrics.TRANSACTION_HELD.labels(*labels).set(highwater - readable)
+            metrics.LAST_STABLE_OFFSET.labels(*labels).set(readable)
+            if tp in self.committed:
+                metrics.CONSUMER_LAG.labels(*labels).set(max(0, readable - self.committed[tp]))
 
     # ------------------------------------------------------------ health
     @property
