@@ -202,6 +202,37 @@ async def test_issue_key_of_2_000_000_bytes_is_dead_lettered_shrunk_and_the_part
     assert other not in rows  # its event came under another key: dead-lettered, not applied
 
 
+async def test_headers_and_a_value_over_a_mib_are_cut_to_the_dlq_limit(
+    db: AsyncEngine, database_url: str, stack: Services
+) -> None:
+    """The same kind through the headers and the value: one record with a 1,500,000-byte
+    header, one with a 3,000,000-byte value (both zstd on the source topic)."""
+    eid = str(uuid.uuid4())
+    pending, completed = lifecycle(eid)
+    big_header = (
+        eid.encode(),
+        to_json(event(eid, EventType.STARTED, 1)) + b"x",
+        [*HEADERS, ("x-blob", b"h" * 1_500_000)],
+    )
+    big_value = (eid.encode(), b"{" + b"v" * 3_000_000, HEADERS)
+    async with made_topics(stack) as topics:
+        offsets = await publish_on_partition_0(topics, [pending, big_header, big_value, completed])
+        service = ConsumerService(consumer_settings(topics, database_url), engine=db)
+        async with running(service) as task:
+            await consumed(service, task, 4)
+        await lag_is_zero(topics)
+        dlq = by_offset(await read_all(topics.bootstrap, topics.dlq))
+    assert sorted(dlq) == offsets[1:3]
+    assert all(batch_bytes(r) <= MIB for r in dlq.values())
+    header_cut = dict(dlq[offsets[1]].headers)
+    assert header_cut["exectrack.dlq.truncated"].startswith(b"true; header:x-blob=1500000/")
+    assert dlq[offsets[1]].value == big_header[1]  # the small value stays whole
+    value_cut = dict(dlq[offsets[2]].headers)
+    assert value_cut["exectrack.dlq.truncated"].startswith(b"true; value=3000001/")
+    assert value_cut["exectrack.dlq.reason"] == b"too_large"
+    assert (await table(db))[eid]["status"] == "completed"
+
+
 @pytest.fixture
 def spawn_dlq(database_url: str, tmp_path: Path) -> Iterator[Any]:
     """Build a ``spawn`` for topics made inside the test; processes killed at teardown."""
