@@ -140,6 +140,9 @@ class DeadLetterQueue:
         kafka: connection settings; ``kafka.dlq_topic`` is the topic.
         identity: ``exectrack.dlq.consumer`` header (``consumer.dlq.consumer_identity``).
         client_id: overrides ``kafka.client_id`` (replay uses its own).
+        max_request_size: the producer's, in bytes; one side of ``limit``.
+        request_timeout_ms: how long aiokafka retries a batch itself before the
+            failure reaches ``send`` (and ``keep_going()`` is asked again).
         missing_grace_s: how long a missing topic is waited for before letters are dropped.
         retry_initial_s, retry_max_s: backoff of transient failures (doubling, +-20% jitter).
     """
@@ -151,6 +154,7 @@ class DeadLetterQueue:
         *,
         client_id: str | None = None,
         max_request_size: int = MAX_REQUEST_SIZE,
+        request_timeout_ms: int = 15_000,
         missing_grace_s: float = 60.0,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 10.0,
@@ -160,6 +164,7 @@ class DeadLetterQueue:
         self.identity = identity
         self.client_id = client_id
         self.max_request_size = max_request_size
+        self.request_timeout_ms = request_timeout_ms
         self.missing_grace_s = missing_grace_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -192,6 +197,7 @@ class DeadLetterQueue:
             acks="all",
             enable_idempotence=False,  # module doc: a refused batch must not poison the producer
             max_request_size=self.max_request_size,
+            request_timeout_ms=self.request_timeout_ms,
             max_batch_size=max(1024, min(MAX_BATCH_SIZE, self.limit)),
             **self._client_kwargs(),
         )

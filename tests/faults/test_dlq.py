@@ -23,10 +23,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError, RequestTimedOutError
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.dlq_send import PROBE_EVERY_S
+from consumer.dlq_send import PROBE_EVERY_S, DeadLetterQueue
 from consumer.service import ConsumerService
 from producer.events import EventType, ExecutionEvent, execution_event, to_json
 from tests.conftest import Topics
@@ -340,6 +341,76 @@ async def test_a_dlq_topic_of_1024_bytes_gets_shrunk_letters_then_explicit_drops
     assert service.dead_letters.limit == 200  # read again after the broker's refusal
     rows = await table(db)
     assert rows[eid]["status"] == rows[later]["status"] == "completed"
+
+
+# ------------------------------------------------------------------ a DLQ that is away for now
+class FlakyDeadLetters(DeadLetterQueue):
+    """The real DLQ, whose first ``failures`` sends fail with transient errors.
+
+    Kafka 4.1 cannot be made to refuse writes transiently per topic without
+    stopping the shared broker (min.insync.replicas above the replication factor
+    is capped by ELR, KIP-966: the write succeeds), so the errors are injected
+    where aiokafka would raise them: on the send's future."""
+
+    ERRORS = (NotLeaderForPartitionError, KafkaTimeoutError, RequestTimedOutError)
+
+    def __init__(self, service: ConsumerService, failures: float) -> None:
+        super().__init__(service.settings.kafka, service.identity, retry_max_s=0.3)
+        self.failures = failures
+        self.failed = 0
+
+    async def start(self) -> None:
+        await super().start()
+        assert self.producer is not None
+        real = self.producer.send
+
+        async def send(*args: Any, **kwargs: Any) -> Any:
+            if self.failed >= self.failures:
+                return await real(*args, **kwargs)
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(self.ERRORS[self.failed % len(self.ERRORS)]())
+            self.failed += 1
+            return future
+
+        self.producer.send = send
+
+
+async def test_transient_dlq_errors_are_retried_and_nothing_is_committed_past_them(
+    db: AsyncEngine, database_url: str, stack: Services
+) -> None:
+    """Not leader, timeouts: retried with backoff, the offsets wait; a stop while
+    retrying abandons the batch uncommitted; the next consumer sends and commits."""
+    eid = str(uuid.uuid4())
+    pending, completed = lifecycle(eid)
+    async with made_topics(stack) as topics:
+        offsets = await publish_on_partition_0(
+            topics, [pending, (eid.encode(), b"nope", HEADERS), completed]
+        )
+        settings = consumer_settings(topics, database_url)
+
+        stuck = ConsumerService(settings, engine=db)
+        stuck.dead_letters = FlakyDeadLetters(stuck, failures=float("inf"))
+        async with running(stuck):
+            async with asyncio.timeout(60):
+                while stuck.dead_letters.failed < 4:
+                    await asyncio.sleep(0.05)
+            assert await committed_lag(topics.bootstrap, topics.topic, topics.group_id) == 3
+        assert stuck.abandoned  # stopped while retrying: nothing committed past the letter
+        assert stuck.totals.records == 0
+        assert await committed_lag(topics.bootstrap, topics.topic, topics.group_id) == 3
+        assert await read_all(topics.bootstrap, topics.dlq) == []
+
+        retries = counter("exectrack_dead_letter_retries_total")
+        again = ConsumerService(settings, engine=db)
+        again.dead_letters = FlakyDeadLetters(again, failures=3)
+        async with running(again) as task:
+            await consumed(again, task, 3)
+        await lag_is_zero(topics)
+        dlq = by_offset(await read_all(topics.bootstrap, topics.dlq))
+    assert sorted(dlq) == [offsets[1]]
+    assert counter("exectrack_dead_letter_retries_total") == retries + 3
+    assert (again.totals.dead_lettered, again.totals.dead_letters_dropped) == (1, 0)
+    assert (await table(db))[eid]["status"] == "completed"
 
 
 # ------------------------------------------------------------------ a DLQ topic that is not there
