@@ -13,7 +13,7 @@ import asyncio
 import json
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError, RequestTimedOutError
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+    TopicAuthorizationFailedError,
+)
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -352,11 +357,17 @@ class FlakyDeadLetters(DeadLetterQueue):
     is capped by ELR, KIP-966: the write succeeds), so the errors are injected
     where aiokafka would raise them: on the send's future."""
 
-    ERRORS = (NotLeaderForPartitionError, KafkaTimeoutError, RequestTimedOutError)
+    TRANSIENT = (NotLeaderForPartitionError, KafkaTimeoutError, RequestTimedOutError)
 
-    def __init__(self, service: ConsumerService, failures: float) -> None:
+    def __init__(
+        self,
+        service: ConsumerService,
+        failures: float,
+        errors: Sequence[Callable[[], Exception]] = TRANSIENT,
+    ) -> None:
         super().__init__(service.settings.kafka, service.identity, retry_max_s=0.3)
         self.failures = failures
+        self.errors = errors
         self.failed = 0
 
     async def start(self) -> None:
@@ -368,7 +379,7 @@ class FlakyDeadLetters(DeadLetterQueue):
             if self.failed >= self.failures:
                 return await real(*args, **kwargs)
             future = asyncio.get_running_loop().create_future()
-            future.set_exception(self.ERRORS[self.failed % len(self.ERRORS)]())
+            future.set_exception(self.errors[self.failed % len(self.errors)]())
             self.failed += 1
             return future
 
@@ -411,6 +422,41 @@ async def test_transient_dlq_errors_are_retried_and_nothing_is_committed_past_th
     assert counter("exectrack_dead_letter_retries_total") == retries + 3
     assert (again.totals.dead_lettered, again.totals.dead_letters_dropped) == (1, 0)
     assert (await table(db))[eid]["status"] == "completed"
+
+
+async def test_an_unauthorized_dlq_drops_explicitly_and_tries_again_with_the_next_letter(
+    db: AsyncEngine, database_url: str, stack: Services
+) -> None:
+    """TOPIC_AUTHORIZATION_FAILED (the local broker has no authorizer: injected as
+    above) on the first four sends (two letters together, then each again alone): both
+    dropped with cause unauthorized, the partition flows; once WRITE is granted, the
+    next letter goes."""
+    eid, later = str(uuid.uuid4()), str(uuid.uuid4())
+    unauthorized_before = dropped("unauthorized")
+    async with made_topics(stack) as topics:
+        pending, completed = lifecycle(eid)
+        first = [
+            pending,
+            (eid.encode(), b"nope-1", HEADERS),
+            (eid.encode(), b"nope-2", HEADERS),
+            completed,
+        ]
+        offsets = await publish_on_partition_0(topics, first)
+        service = ConsumerService(consumer_settings(topics, database_url), engine=db)
+        denied = (lambda: TopicAuthorizationFailedError(topics.dlq),)
+        service.dead_letters = FlakyDeadLetters(service, failures=4, errors=denied)
+        async with running(service) as task:
+            await consumed(service, task, len(first))
+            assert dropped("unauthorized") == unauthorized_before + 2
+            second = [(later.encode(), b"nope-3", HEADERS), *lifecycle(later)]
+            offsets += await publish_on_partition_0(topics, second)
+            await consumed(service, task, len(first) + len(second))
+        await lag_is_zero(topics)
+        dlq = by_offset(await read_all(topics.bootstrap, topics.dlq))
+    assert sorted(dlq) == [offsets[4]]
+    assert (service.totals.dead_lettered, service.totals.dead_letters_dropped) == (1, 2)
+    rows = await table(db)
+    assert rows[eid]["status"] == rows[later]["status"] == "completed"
 
 
 # ------------------------------------------------------------------ a DLQ topic that is not there
