@@ -184,6 +184,14 @@ class DeadLetterQueue:
     async def start(self) -> None:
         """Describe the topic (its ``max.message.bytes``; missing or invalid is logged), start."""
         await self.probe()
+        if self.topic.status == "unknown":  # e.g. no DescribeConfigs ACL: sends will tell
+            log.warning(
+                "dlq_topic_undescribed",
+                dlq_topic=self.topic_name,
+                detail=self.topic.detail,
+                limit=self.limit,
+                hint="grant DESCRIBE_CONFIGS on the topic so its max.message.bytes is used",
+            )
         if self.topic.status in ("missing", "invalid"):
             log.warning(
                 f"dlq_topic_{self.topic.status}",
@@ -262,13 +270,11 @@ class DeadLetterQueue:
                     self._drop(delivery, letter, cause, self.topic.detail)
                 break
             outcomes = await self._attempt(pending, delivery, alone=alone)
-            pending, transient, was_alone = [], [], alone
+            pending, transient, was_alone, missing = [], [], alone, ""
             for letter, exc in outcomes:
                 decision = classify(exc)
-                if decision == "topic_missing":
-                    await self.probe()
-                    if self.topic.status == "ok":  # metadata lag, not a missing topic
-                        transient.append(f"{type(exc).__name__}: {exc}")
+                if decision == "topic_missing":  # _usable() waits for it, then drops
+                    missing = f"{type(exc).__name__}: {exc}"
                     pending.append(letter)
                 elif decision == "retry":
                     transient.append(f"{type(exc).__name__}: {exc}")
@@ -278,8 +284,13 @@ class DeadLetterQueue:
                     pending.append(letter)
                 else:
                     self._drop(delivery, letter, decision, f"{type(exc).__name__}: {exc}")
-            if alone and pending:
-                await self.probe()  # the topic's max.message.bytes may have been lowered
+            if missing or (alone and pending):
+                await self.probe()  # gone? or its max.message.bytes lowered?
+            if missing and self.topic.status == "ok":  # metadata lag, not a missing topic
+                transient.append(missing)
+            elif missing and self.topic.status == "unknown":  # cannot describe: trust the send
+                self.topic.status, self.topic.detail = "missing", missing
+                self.topic.missing_since = self.topic.missing_since or time.monotonic()
             if transient:
                 if not keep_going():
                     raise Stopped(transient[0])

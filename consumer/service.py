@@ -1,10 +1,11 @@
 """The consume loop: fetch a batch, decode, fold, write in one transaction, dead-letter, commit.
 
 Offsets are committed only after the database transaction and the dead-letter
-sends are acknowledged, so a crash at any point replays the batch, which is
-harmless: the writes are idempotent merges (consumer.fold). A rebalance waits
-for the batch in flight (the listener takes the batch lock), so partitions are
-handed over with their offsets committed.
+sends are acknowledged (or dropped by the explicit decision of consumer.dlq_send,
+when the dead-letter topic cannot carry them), so a crash at any point replays the
+batch, which is harmless: the writes are idempotent merges (consumer.fold). A
+rebalance waits for the batch in flight (the listener takes the batch lock), so
+partitions are handed over with their offsets committed.
 """
 
 from __future__ import annotations
@@ -149,6 +150,8 @@ class ConsumerService:
             "consumer_started",
             kafka_c_extension=accelerated,
             topic=self.settings.kafka.topic,
+            dlq_topic=self.settings.kafka.dlq_topic,
+            dlq_limit_bytes=self.dead_letters.limit,
             group=self.settings.group_id,
             db=self.settings.database.display_url,
         )

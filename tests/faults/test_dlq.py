@@ -498,6 +498,45 @@ async def test_a_missing_dlq_topic_drops_explicitly_after_the_grace_then_resumes
     assert rows[eid]["status"] == rows[later]["status"] == "completed"
 
 
+async def test_a_dlq_topic_deleted_while_running_is_found_missing_by_the_send(
+    db: AsyncEngine, database_url: str, stack: Services
+) -> None:
+    """The topic existed at start (the producer knows its partitions) and is deleted:
+    the send fails with UNKNOWN_TOPIC_OR_PARTITION, the topic is described again,
+    found missing, waited for (grace 1 s) and the letter dropped; the partition flows."""
+    eid = str(uuid.uuid4())
+    missing_before = dropped("topic_missing")
+    async with made_topics(stack) as topics:
+        pending, completed = lifecycle(eid)
+        first = [pending, (eid.encode(), b"nope-1", HEADERS)]
+        offsets = await publish_on_partition_0(topics, first)
+        settings = consumer_settings(topics, database_url, dlq_missing_grace_s=1.0)
+        service = ConsumerService(settings, engine=db)
+        service.dead_letters = DeadLetterQueue(
+            settings.kafka, service.identity, request_timeout_ms=2000, missing_grace_s=1.0
+        )
+        async with running(service) as task:
+            await consumed(service, task, len(first))
+            admin = AIOKafkaAdminClient(bootstrap_servers=topics.bootstrap)
+            await admin.start()
+            try:
+                await admin.delete_topics([topics.dlq])
+                async with asyncio.timeout(30):
+                    while topics.dlq in await admin.list_topics():
+                        await asyncio.sleep(0.1)
+            finally:
+                await admin.close()
+            second = [(eid.encode(), b"nope-2", HEADERS), completed]
+            offsets += await publish_on_partition_0(topics, second)
+            await consumed(service, task, len(first) + len(second))
+        await lag_is_zero(topics)
+    assert dropped("topic_missing") == missing_before + 1
+    assert (service.totals.dead_lettered, service.totals.dead_letters_dropped) == (1, 1)
+    assert service.dead_letters.topic.status == "missing"
+    assert (await table(db))[eid]["status"] == "completed"
+    assert offsets[2] == 2
+
+
 async def test_an_invalid_dlq_topic_name_drops_explicitly_one_log_line_per_letter(
     db: AsyncEngine, stack: Services, spawn_dlq: Any, tmp_path: Path
 ) -> None:
