@@ -89,9 +89,9 @@ def water_fill(sizes: Sequence[int], budget: int) -> int:
     Parts at or below c stay whole; the others are cut to c. Returns the largest
     size when everything fits, 0 when the budget is zero or negative.
     """
-    if sum(sizes) <= budget:
-        return max(sizes, default=0)
     remaining = max(budget, 0)
+    if sum(sizes) <= remaining:
+        return max(sizes, default=0)
     ordered = sorted(sizes)
     for i, size in enumerate(ordered):
         share = remaining // (len(ordered) - i)

@@ -60,8 +60,6 @@ from typing import Any, Literal
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     InvalidTopicError,
@@ -71,11 +69,11 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
-    for_code,
 )
 
 from consumer import metrics
 from consumer.dlq import DeadLetter, Shrunk
+from consumer.dlq_topic import PROBE_EVERY_S, Topic
 from consumer.writer import Stopped
 from producer.settings import KafkaSettings
 
@@ -84,13 +82,11 @@ log = structlog.get_logger(__name__)
 MAX_REQUEST_SIZE = 1024 * 1024
 """The DLQ producer's ``max_request_size``: Kafka's default ``message.max.bytes``."""
 MAX_BATCH_SIZE = 16 * 1024  # aiokafka's default; lowered to the limit when that is smaller
-PROBE_EVERY_S = 5.0  # a missing or unreadable DLQ topic is described again this often
 
 Cause = Literal["too_large", "topic_missing", "topic_invalid", "unauthorized", "refused"]
 Decision = Literal[
     "retry", "too_large", "topic_missing", "topic_invalid", "unauthorized", "refused"
 ]
-TopicStatus = Literal["ok", "missing", "invalid", "unknown"]
 
 
 def classify(exc: BaseException) -> Decision:
@@ -112,17 +108,6 @@ def classify(exc: BaseException) -> Decision:
     if isinstance(exc, KafkaError):
         return "refused"
     raise exc
-
-
-@dataclass
-class Topic:
-    """What the broker says of the DLQ topic (``describe_configs``)."""
-
-    status: TopicStatus = "unknown"  # unknown: could not ask (e.g. no DescribeConfigs ACL)
-    max_message_bytes: int | None = None
-    detail: str = ""
-    checked_at: float = float("-inf")  # time.monotonic()
-    missing_since: float | None = None
 
 
 @dataclass
@@ -168,7 +153,7 @@ class DeadLetterQueue:
         self.missing_grace_s = missing_grace_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
-        self.topic = Topic()
+        self.topic = Topic(kafka.dlq_topic)
         self.producer: AIOKafkaProducer | None = None
 
     def _client_kwargs(self) -> dict[str, Any]:
@@ -216,35 +201,8 @@ class DeadLetterQueue:
             await self.producer.stop()
 
     async def probe(self) -> None:
-        """Ask the broker whether the topic exists and what its ``max.message.bytes`` is."""
-        topic, now = self.topic, time.monotonic()
-        topic.checked_at = now
-        admin = AIOKafkaAdminClient(request_timeout_ms=10_000, **self._client_kwargs())
-        try:
-            await admin.start()
-            resource = ConfigResource(
-                ConfigResourceType.TOPIC, self.topic_name, {"max.message.bytes": None}
-            )
-            (response,) = await admin.describe_configs([resource])
-            code, message, _, _, entries = response.resources[0][:5]
-        except KafkaError as exc:
-            topic.status, topic.detail = "unknown", f"{type(exc).__name__}: {exc}"
-            return
-        finally:
-            await admin.close()
-        error = for_code(code)
-        if code == 0:
-            topic.status, topic.detail, topic.missing_since = "ok", "", None
-            for name, value, *_ in entries:
-                if name == "max.message.bytes" and value:
-                    topic.max_message_bytes = int(value)
-        elif error is UnknownTopicOrPartitionError:
-            topic.status, topic.detail = "missing", message or error.__name__
-            topic.missing_since = topic.missing_since or now
-        elif error is InvalidTopicError:
-            topic.status, topic.detail = "invalid", message or error.__name__
-        else:  # e.g. no DescribeConfigs ACL: the send itself will tell
-            topic.status, topic.detail = "unknown", message or error.__name__
+        """Describe the topic again (``consumer.dlq_topic``): exists? its ``max.message.bytes``?"""
+        await self.topic.describe(self._client_kwargs())
 
     # ------------------------------------------------------------ sending
     async def send(

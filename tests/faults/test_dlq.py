@@ -32,7 +32,8 @@ from aiokafka.errors import (
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.dlq_send import PROBE_EVERY_S, DeadLetterQueue
+from consumer.dlq_send import DeadLetterQueue
+from consumer.dlq_topic import PROBE_EVERY_S
 from consumer.service import ConsumerService
 from producer.events import EventType, ExecutionEvent, execution_event, to_json
 from tests.conftest import Topics
