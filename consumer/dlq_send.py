@@ -33,6 +33,10 @@ null key on a compacted DLQ topic: INVALID_RECORD,
 which aiokafka 0.14 reports as ``UnknownError``)
 =================================================  ==========================================
 
+Before any drop, a letter refused inside a batch with others is sent again
+alone, after the topic is described again (``consumer.dlq_topic``): the broker
+refuses a whole batch for one record in it, which must not take the others.
+
 A drop is one JSON log line at error level (``dead_letter_dropped``: cause,
 error, the dead letter's reason and its source topic, partition and offset)
 and ``exectrack_dead_letters_dropped_total{cause}``; the record itself stays in
