@@ -19,6 +19,21 @@ EVENTS_DEAD_LETTERED = Counter(
     "Records sent to the dead-letter topic, by reason.",
     ["reason"],
 )
+DEAD_LETTERS_DROPPED = Counter(
+    "exectrack_dead_letters_dropped_total",
+    "Dead letters the DLQ could not carry, dropped after the decision of consumer/dlq_send.py "
+    "(logged as dead_letter_dropped with the source topic/partition/offset), by cause.",
+    ["cause"],
+)
+DEAD_LETTERS_TRUNCATED = Counter(
+    "exectrack_dead_letters_truncated_total",
+    "Dead letters sent with their key, value or headers cut to fit the DLQ "
+    "(header exectrack.dlq.truncated).",
+)
+DEAD_LETTER_RETRIES = Counter(
+    "exectrack_dead_letter_retries_total",
+    "Transient failures sending dead letters (retried; no offset is committed meanwhile).",
+)
 EXECUTIONS_WRITTEN = Counter(
     "exectrack_executions_written_total", "report_executions rows inserted or updated."
 )

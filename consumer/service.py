@@ -1,10 +1,11 @@
 """The consume loop: fetch a batch, decode, fold, write in one transaction, dead-letter, commit.
 
 Offsets are committed only after the database transaction and the dead-letter
-sends are acknowledged, so a crash at any point replays the batch, which is
-harmless: the writes are idempotent merges (consumer.fold). A rebalance waits
-for the batch in flight (the listener takes the batch lock), so partitions are
-handed over with their offsets committed.
+sends are acknowledged (or dropped by the explicit decision of consumer.dlq_send,
+when the dead-letter topic cannot carry them), so a crash at any point replays the
+batch, which is harmless: the writes are idempotent merges (consumer.fold). A
+rebalance waits for the batch in flight (the listener takes the batch lock), so
+partitions are handed over with their offsets committed.
 
 The consumer reads ``read_committed`` (consumer.kafka): aborted transactions'
 records and transaction markers are skipped by the client, so the offset
@@ -26,15 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer import dlq, metrics
+from consumer import metrics
 from consumer.batch import Batch, decode_yielding, tune_gc
 from consumer.db.engine import create_engine
 from consumer.dlq import DeadLetter, consumer_identity
+from consumer.dlq_send import DeadLetterQueue
 from consumer.kafka import reader
 from consumer.pipeline import WritePipeline
 from consumer.retention_jobs import start_retention_jobs
@@ -64,6 +66,7 @@ class Totals:
     applied: int = 0
     dead_lettered: int = 0
     written: int = 0
+    dead_letters_dropped: int = 0  # the DLQ could not carry them (consumer.dlq_send)
 
 
 PARTITION_GAUGES = (metrics.CONSUMER_LAG, metrics.TRANSACTION_HELD, metrics.LAST_STABLE_OFFSET)
@@ -114,17 +117,23 @@ class ConsumerService:
         self.db_ok = False
         self.identity = consumer_identity(settings.group_id)
         self.consumer: AIOKafkaConsumer | None = None  # created by start(): no I/O before it
-        self.dlq_producer: AIOKafkaProducer | None = None
+        self.dead_letters = DeadLetterQueue(
+            settings.kafka,
+            self.identity,
+            missing_grace_s=settings.dlq_missing_grace_s,
+            retry_initial_s=settings.db_retry_initial_s,
+            retry_max_s=settings.db_retry_max_s,
+        )
 
-    def _running(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
-        if self.consumer is None or self.dlq_producer is None:
+    def _running(self) -> AIOKafkaConsumer:
+        if self.consumer is None:
             raise RuntimeError("ConsumerService.start() has not run")
-        return self.consumer, self.dlq_producer
+        return self.consumer
 
-    def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    def _client(self) -> AIOKafkaConsumer:
         settings = self.settings
         kafka = settings.kafka.client_kwargs()
-        consumer = reader(
+        return reader(
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -134,10 +143,6 @@ class ConsumerService:
             max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
             **kafka,
         )
-        producer = AIOKafkaProducer(
-            acks="all", enable_idempotence=True, max_request_size=1024 * 1024, **kafka
-        )
-        return consumer, producer
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -145,8 +150,8 @@ class ConsumerService:
             created = await ensure_topics(self.settings.kafka)
             if created:
                 log.info("topics_created", topics=created)
-        self.consumer, self.dlq_producer = self._clients()
-        await self.dlq_producer.start()
+        await self.dead_letters.start()
+        self.consumer = self._client()
         self.consumer.subscribe([self.settings.kafka.topic], listener=_WaitForBatch(self))
         await self.consumer.start()
         accelerated = kafka_accelerated()
@@ -161,6 +166,8 @@ class ConsumerService:
             "consumer_started",
             kafka_c_extension=accelerated,
             topic=self.settings.kafka.topic,
+            dlq_topic=self.settings.kafka.dlq_topic,
+            dlq_limit_bytes=self.dead_letters.limit,
             group=self.settings.group_id,
             db=self.settings.database.display_url,
         )
@@ -171,8 +178,7 @@ class ConsumerService:
             if self.consumer is not None:
                 await self.consumer.stop()
         finally:
-            if self.dlq_producer is not None:
-                await self.dlq_producer.stop()
+            await self.dead_letters.stop()
             if self._owns_engine:
                 await self.engine.dispose()
         log.info("consumer_stopped", **vars(self.totals))
@@ -199,7 +205,7 @@ class ConsumerService:
 
     async def poll_once(self) -> None:
         """Fetch and decode a batch while the previous one is written, then hand it over."""
-        consumer, _ = self._running()
+        consumer = self._running()
         fetched = await consumer.getmany(
             timeout_ms=self.settings.fetch_timeout_ms,
             max_records=self.settings.batch_max_records,
@@ -277,8 +283,13 @@ class ConsumerService:
             return  # not committed: the next owner replays it
         self.db_ok = True
         dead = batch.dead_letters + batch.refused(outcome.errors)
-        await self._dead_letter(dead)
-        consumer, _ = self._running()
+        try:
+            dropped = await self._dead_letter(dead)
+        except Stopped:
+            self.abandoned = True
+            log.warning("batch_abandoned_on_stop", records=batch.records, waiting_for="dlq")
+            return  # a dead letter is unsent: not committed, the next owner replays it
+        consumer = self._running()
         try:
             await consumer.commit(batch.offsets)
         except (CommitFailedError, IllegalStateError) as exc:
@@ -287,14 +298,18 @@ class ConsumerService:
             return
         self.committed.update(batch.offsets)
         metrics.EXECUTIONS_SKIPPED_PURGED.inc(outcome.skipped_purged)
-        self._account(batch, dead, outcome.written, outcome.skipped_expired, started)
+        self._account(batch, dead, dropped, outcome.written, outcome.skipped_expired, started)
 
-    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+    def _keep_sending(self) -> bool:
+        self.last_turn = time.monotonic()  # retrying is alive, not stuck
+        return not self.stopping.is_set()
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> int:
+        """Send the batch's dead letters (consumer.dlq_send); returns how many were dropped."""
         if not dead:
-            return
-        _, producer = self._running()
-        await dlq.send(producer, self.settings.kafka.dlq_topic, dead, self.identity)
-        for letter in dead:
+            return 0
+        delivery = await self.dead_letters.send(dead, self._keep_sending)
+        for letter in delivery.sent:
             metrics.EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
             log.debug(  # the batch line counts them by reason; details are in the DLQ headers
                 "dead_lettered",
@@ -304,16 +319,24 @@ class ConsumerService:
                 partition=letter.partition,
                 offset=letter.offset,
             )
+        return len(delivery.dropped)
 
     def _account(
-        self, batch: Batch, dead: list[DeadLetter], written: int, expired: int, started: float
+        self,
+        batch: Batch,
+        dead: list[DeadLetter],
+        dropped: int,
+        written: int,
+        expired: int,
+        started: float,
     ) -> None:
         applied = batch.records - len(dead)
         t = self.totals
         t.batches += 1
         t.records += batch.records
         t.applied += applied
-        t.dead_lettered += len(dead)
+        t.dead_lettered += len(dead) - dropped
+        t.dead_letters_dropped += dropped
         t.written += written
         elapsed = time.perf_counter() - started
         metrics.EVENTS_CONSUMED.inc(batch.records)
@@ -330,8 +353,9 @@ class ConsumerService:
             executions=len(batch.executions),
             reports=len(batch.definitions),
             written=written,
-            dead_lettered=len(dead),
+            dead_lettered=len(dead) - dropped,
             dead_letter_reasons=dict(Counter(letter.reason for letter in dead)) or None,
+            dead_letters_dropped=dropped or None,
             skipped_expired=expired,
             partitions=len(batch.offsets),
             ms=round(elapsed * 1000, 1),

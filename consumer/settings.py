@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     # transaction, so a paused zombie's row locks cannot stall the group (consumer/db/engine.py)
     db_idle_timeout_s: int = Field(default=15, ge=5)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    # a missing dead-letter topic is waited for this long, then dead letters are dropped
+    # explicitly (logged, exectrack_dead_letters_dropped_total) until it exists
+    # (consumer/dlq_send.py)
+    dlq_missing_grace_s: float = Field(default=60.0, ge=0)
 
     # operability
     health_host: str = "127.0.0.1"

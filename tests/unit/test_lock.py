@@ -88,9 +88,7 @@ def _closure(roots: list[Requirement]) -> set[NormalizedName]:
     todo = [(r, frozenset[str]()) for r in roots]
     while todo:
         req, parent_extras = todo.pop()
-        if req.marker and not any(
-            req.marker.evaluate({"extra": e}) for e in parent_extras | {""}
-        ):
+        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in parent_extras | {""}):
             continue
         name = canonicalize_name(req.name)
         key_new = name not in found
