@@ -40,6 +40,7 @@ BIN = Path(sys.executable).parent
         ("mysql://u:p@h:3306/d?charset=utf8", "mysql+aiomysql://u:p@h:3306/d?charset=utf8", True),
         ("mariadb://u:p@h/d", "mysql+aiomysql://u:p@h/d", True),
         ("mariadb+aiomysql://u:p@h/d", "mysql+aiomysql://u:p@h/d", True),
+        ("MySQL://u:p@h/d", "mysql+aiomysql://u:p@h/d", True),
     ],
 )
 def test_mysql_urls_are_used_with_aiomysql(given: str, expected: str, completed: bool) -> None:
@@ -51,7 +52,7 @@ def test_mysql_urls_are_used_with_aiomysql(given: str, expected: str, completed:
 
 @pytest.mark.parametrize(
     "given",
-    ["postgresql://u:p@h/d", "sqlite:///x.db", "oracle://u:p@h/d", "jdbc:mysql://h/d", "", "x"],
+    ["postgresql://u:p@h/d", "sqlite:///x.db", "sqllite:///x.db", "jdbc:mysql://h/d", "", "x"],
 )
 def test_other_databases_are_refused_without_echoing_the_url(given: str) -> None:
     with pytest.raises(DatabaseUrlError) as raised:
