@@ -26,6 +26,7 @@ checks ``Ssl_cipher`` and is refused when it is empty.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from typing import Any
@@ -152,9 +153,10 @@ def create_engine(
         pool_pre_ping=True,
         pool_recycle=3600,
         isolation_level="READ COMMITTED",
-        echo=settings.echo,
         connect_args=connect_args,
     )
+    if settings.echo:  # SQLAlchemy's echo=True adds a plain-text handler: log through ours
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
     if settings.ssl_mode not in ("disabled", "preferred"):
         event.listen(engine.sync_engine, "connect", _require_tls)
     if idle_timeout_s is not None:

@@ -194,3 +194,19 @@ def test_a_repeating_library_line_is_cut_to_one_a_window(
     assert "repeated" not in topic[0]
     assert topic[1]["repeated"] == 299  # the lines left out in between
     assert [e["event"] for e in found].count("same") == 5
+
+
+def test_sql_echo_goes_through_the_log(json_logs: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLAlchemy's own ``echo=True`` would add a plain-text handler; the setting logs instead."""
+    from consumer.db.engine import create_engine
+
+    engine = create_engine(DatabaseSettings(echo=True))
+    try:
+        assert not engine.echo  # no handler of its own
+        assert logging.getLogger("sqlalchemy.engine").level == logging.INFO
+        logging.getLogger("sqlalchemy.engine.Engine").info("SELECT %s", 1)
+        (line,) = lines(capsys.readouterr().err)
+        assert line["event"] == "SELECT 1"
+        assert line["logger"] == "sqlalchemy.engine.Engine"
+    finally:
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.NOTSET)
