@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -37,12 +37,13 @@ from consumer.batch import Batch, decode_yielding, tune_gc
 from consumer.db.engine import create_engine
 from consumer.dlq import DeadLetter, consumer_identity
 from consumer.dlq_send import DeadLetterQueue
+from consumer.errors import TopicMissing
 from consumer.kafka import reader
 from consumer.pipeline import WritePipeline
 from consumer.retention_jobs import start_retention_jobs
 from consumer.settings import Settings
 from consumer.writer import BatchWriter, Stopped
-from producer.admin import ensure_topics
+from producer.admin import ensure_topics, missing_topics
 
 log = structlog.get_logger(__name__)
 
@@ -146,10 +147,28 @@ class ConsumerService:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Create the topics (or check the event topic exists), join the group.
+
+        Raises:
+            TopicMissing: ``create_topics`` is off and the event topic does not
+                exist. aiokafka would wait for it, logging at every metadata
+                refresh, and fail after ~40 s; a missing topic with topics managed
+                elsewhere is a mistake to fix (a name, a deploy order), so it ends
+                the start in one line instead. The dead-letter topic is not
+                checked here: a DLQ that cannot be written is the dead-letter
+                path's failure (consumer.dlq), not a reason to stop reading.
+        """
+        kafka = self.settings.kafka
         if self.settings.create_topics:
-            created = await ensure_topics(self.settings.kafka)
+            created = await ensure_topics(kafka)
             if created:
                 log.info("topics_created", topics=created)
+        elif await missing_topics(kafka, [kafka.topic]):
+            raise TopicMissing(
+                f"kafka topic {kafka.topic!r} does not exist on {kafka.bootstrap_servers} "
+                "and EXECTRACK_CREATE_TOPICS=false: create it, correct EXECTRACK_KAFKA__TOPIC, "
+                "or set EXECTRACK_CREATE_TOPICS=true"
+            )
         await self.dead_letters.start()
         self.consumer = self._client()
         self.consumer.subscribe([self.settings.kafka.topic], listener=_WaitForBatch(self))
@@ -187,7 +206,11 @@ class ConsumerService:
         self.stopping.set()
 
     async def run(self) -> Totals:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # what started before the failure (the DLQ producer, the pool)
+            raise
         try:
             while not self.stopping.is_set():
                 await self.poll_once()
@@ -413,11 +436,8 @@ async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) 
     watcher = None
     if stop is not None:
         watcher = asyncio.create_task(_forward(stop, service))
-    try:
+    try:  # a failure propagates: the command line reports it in one line (consumer.cli)
         return await service.run()
-    except KafkaError as exc:
-        log.error("kafka_error", error=str(exc))
-        raise
     finally:
         await jobs.stop()
         if watcher is not None:
