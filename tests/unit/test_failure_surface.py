@@ -132,6 +132,10 @@ def test_version(cli: object, name: str) -> None:
 # ------------------------------------------------------------------ logging
 @pytest.fixture
 def json_logs() -> Iterator[None]:
+    # an earlier test's CLI run left warnings captured, and pytest restored its own
+    # showwarning since: start from "not captured" so configure_logging installs it
+    logging.captureWarnings(False)
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # exectrack-producer quiets it
     logs.configure_logging("json", "info")
     try:
         yield
