@@ -20,6 +20,10 @@ test_fastsql.py writes hostile text through it and reads it back unchanged.
 Because SQLAlchemy hands the statement to the driver with an empty parameter
 tuple, which pymysql applies with ``%``, every ``%`` in a literal is doubled.
 
+Each of them takes any number of rows (keys) and sends as many statements as
+keep each under the connection's ``max_allowed_packet`` and 1,000 rows
+(consumer.db.packet); the byte count comes from the rendered text itself.
+
 The statements are portable: multi-row ``INSERT``, ``SELECT ... FOR UPDATE``
 and ``INSERT ... ON DUPLICATE KEY UPDATE col = VALUES(col)``, which MariaDB
 and MySQL 8.0 both accept (MySQL 8.0.20+ prefers a row alias and warns;

@@ -61,6 +61,12 @@ async def statement_limit(conn: AsyncConnection, override: int | None = None) ->
     return await max_allowed_packet(conn) - PROTOCOL_SLACK
 
 
+def ids_per_statement(limit: int, text: int = 2048) -> int:
+    """How many integer ids (BIGINT: at most 20 digits and ``", "``) one ``IN (...)``
+    list may hold in a statement of ``limit`` bytes with ``text`` bytes of its own."""
+    return max(1, (limit - text) // 22)
+
+
 def utf8_len(text: str) -> int:
     """Bytes of ``text`` in UTF-8 (what the driver sends): O(1) for ASCII text."""
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

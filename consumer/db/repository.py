@@ -109,7 +109,7 @@ def _literal_bytes(value: Any) -> int:
     return 32  # numbers, booleans, times
 
 
-def _key_runs(keys: Sequence[T], limit: int) -> Iterator[Sequence[T]]:
+def key_runs(keys: Sequence[T], limit: int) -> Iterator[Sequence[T]]:
     """``keys`` in runs whose ``IN (...)`` list keeps a statement under ``limit`` bytes."""
     names = [str(k) for k in keys]
     for run in packet.runs(map(_literal_bytes, keys), names, CORE_TEXT, limit):
@@ -176,7 +176,7 @@ async def _ensure_rows(
     limit = await packet.statement_limit(conn, limit)
     wanted = {r[key]: r for r in rows}
     existing: set[Any] = set()
-    for part in _key_runs(sorted(wanted), limit):
+    for part in key_runs(sorted(wanted), limit):
         query = select(table.c[key]).where(table.c[key].in_(part))
         existing.update((await conn.execute(query)).scalars())
     missing = [wanted[k] for k in sorted(wanted) if k not in existing]
@@ -218,7 +218,7 @@ async def _lock(
 ) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     cols = [table.c[c] for c in columns]
-    for part in _key_runs(sorted(ids), limit):
+    for part in key_runs(sorted(ids), limit):
         query = select(*cols).where(table.c[key].in_(part)).order_by(table.c[key]).with_for_update()
         for row in (await conn.execute(query)).mappings():
             found[row[key]] = dict(row)
@@ -273,7 +273,7 @@ async def write_reports(
     )  # fmt: skip
     others = sorted(set(referenced) - kinds.keys())
     columns = (REPORTS.c.report_id, REPORTS.c.report_type, REPORTS.c.category)
-    for part in _key_runs(others, limit):
+    for part in key_runs(others, limit):
         for rid, report_type, category in await conn.execute(
             select(*columns).where(REPORTS.c.report_id.in_(part))
         ):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.db.packet import FILL, MAX_ROWS, runs, utf8_len
+from consumer.db.packet import FILL, MAX_ROWS, ids_per_statement, runs, utf8_len
 from consumer.errors import PoisonBatch, RowTooLarge
 
 
@@ -40,6 +40,13 @@ def test_a_row_over_the_limit_is_refused_by_its_key() -> None:
 def test_rows_per_statement_are_bounded_too() -> None:
     found = runs([1] * 2500, ["k"] * 2500, 0, 10**9)
     assert [run.stop - run.start for run in found] == [MAX_ROWS, MAX_ROWS, 500]
+
+
+def test_integer_ids_per_statement_fit_the_limit() -> None:
+    # the purge's chunks of ids: 20-digit BIGINTs and ", " after 2,048 bytes of text
+    assert ids_per_statement(64 * 2**20) == (64 * 2**20 - 2048) // 22
+    assert ids_per_statement(1024 * 1024 - 1024) * 22 + 2048 <= 1024 * 1024 - 1024
+    assert ids_per_statement(100) == 1
 
 
 def test_no_rows_no_statement() -> None:
