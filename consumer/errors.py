@@ -17,6 +17,8 @@ so the loop decides retry vs isolate by one flag.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from producer.errors import ExectrackError
 
 
@@ -46,16 +48,23 @@ class PoisonBatch(ExectrackError):
 
 
 class RowTooLarge(PoisonBatch):
-    """One row renders larger than one statement may be: the server's ``max_allowed_packet``.
+    """Rows that render larger than one statement may be: the server's ``max_allowed_packet``.
 
-    ``key`` is the row's key (an execution_id, a report_id), ``size`` the
-    statement it needs and ``limit`` the bytes allowed (consumer.db.packet).
+    ``sizes`` maps each such row's key (an execution_id, a report_id) to the
+    bytes of the statement it needs alone; ``limit`` is the bytes allowed
+    (consumer.db.packet).
     """
 
-    def __init__(self, key: str, size: int, limit: int) -> None:
-        super().__init__(
-            f"the row of {key!r} needs a {size}-byte statement, over the {limit}-byte limit "
-            "(the server's max_allowed_packet less protocol overhead, or "
-            "EXECTRACK_DB_MAX_STATEMENT_BYTES): the database cannot be sent it"
+    def __init__(self, sizes: Mapping[str, int], limit: int) -> None:
+        self.sizes, self.limit = dict(sizes), limit
+        reasons = [self.reason(key) for key in list(self.sizes)[:3]]
+        more = len(self.sizes) - len(reasons)
+        super().__init__("; ".join(reasons) + (f"; and {more} more rows" if more else ""))
+
+    def reason(self, key: str) -> str:
+        """Why the row of ``key`` cannot be written (a dead letter's error)."""
+        return (
+            f"the row of {key!r} needs a {self.sizes[key]}-byte statement, over the "
+            f"{self.limit}-byte limit (the server's max_allowed_packet less protocol "
+            "overhead, or EXECTRACK_DB_MAX_STATEMENT_BYTES): the database cannot be sent it"
         )
-        self.key, self.size, self.limit = key, size, limit

@@ -119,24 +119,31 @@ class BatchWriter:
         outcome: Outcome,
         keep_going: Callable[[], bool],
     ) -> None:
-        try:
-            outcome.add(await self._write_retrying(executions, definitions, outcome, keep_going))
-            return
-        except PoisonBatch as exc:
-            size = len(executions) + len(definitions)
-            if size == 1:
-                key = next(iter(executions or definitions))
-                self._refuse(key, bool(executions), exc, outcome)
+        while True:
+            try:
+                outcome.add(
+                    await self._write_retrying(executions, definitions, outcome, keep_going)
+                )
                 return
-            named = exc.key if isinstance(exc, RowTooLarge) else None
-            if named is not None and (named in executions) != (named in definitions):
-                # the failure names its row: take it out, write the rest
-                self._refuse(named, named in executions, exc, outcome)
-                rest_ex = {k: v for k, v in executions.items() if k != named}
-                rest_def = {k: v for k, v in definitions.items() if k != named}
-                await self._write_isolating(rest_ex, rest_def, outcome, keep_going)
-                return
-            log.info("db_bisect", size=size, error=str(exc))
+            except PoisonBatch as exc:
+                size = len(executions) + len(definitions)
+                if size == 1:
+                    key = next(iter(executions or definitions))
+                    self._refuse(key, bool(executions), str(exc), outcome)
+                    return
+                sizes = exc.sizes if isinstance(exc, RowTooLarge) else {}
+                named = {k for k in sizes if (k in executions) != (k in definitions)}
+                if not named:
+                    log.info("db_bisect", size=size, error=str(exc))
+                    break
+                # the failure names its rows: take them out, write the rest
+                for key in sorted(named):
+                    error = exc.reason(key) if isinstance(exc, RowTooLarge) else str(exc)
+                    self._refuse(key, key in executions, error, outcome)
+                executions = {k: v for k, v in executions.items() if k not in named}
+                definitions = {k: v for k, v in definitions.items() if k not in named}
+                if not executions and not definitions:
+                    return
         ex_keys, def_keys = sorted(executions), sorted(definitions)
         if len(ex_keys) + len(def_keys) > 1 and ex_keys and def_keys:
             halves = [(ex_keys, []), ([], def_keys)]
@@ -155,10 +162,10 @@ class BatchWriter:
             )
 
     @staticmethod
-    def _refuse(key: str, execution: bool, error: Exception, outcome: Outcome) -> None:
+    def _refuse(key: str, execution: bool, error: str, outcome: Outcome) -> None:
         (outcome.poisoned_executions if execution else outcome.poisoned_reports).append(key)
-        outcome.errors[key] = str(error)
-        log.warning("db_refused", key=key, error=str(error))
+        outcome.errors[key] = error
+        log.warning("db_refused", key=key, error=error)
 
     async def _server_answers(self) -> bool:
         """Whether the server answers ``SELECT 1`` on a pooled (pre-pinged) or new connection."""

@@ -182,7 +182,7 @@ async def lock_rows(
     quoted = [quote(k) for k in keys]
     found = []
     limit = await _limit(conn, limit)
-    for run in packet.runs(map(packet.utf8_len, quoted), keys, len(head) + len(tail), limit):
+    for run in packet.runs([*map(packet.utf8_len, quoted)], keys, len(head) + len(tail), limit):
         result = await conn.exec_driver_sql(head + ", ".join(quoted[run]) + tail)
         found += [
             {column: from_db(column, value) for column, value in zip(columns, row, strict=True)}
@@ -202,7 +202,7 @@ async def tombstoned(
     quoted = [quote(k) for k in keys]
     found: set[str] = set()
     limit = await _limit(conn, limit)
-    for run in packet.runs(map(packet.utf8_len, quoted), keys, len(head) + 1, limit):
+    for run in packet.runs([*map(packet.utf8_len, quoted)], keys, len(head) + 1, limit):
         result = await conn.exec_driver_sql(head + ", ".join(quoted[run]) + ")")
         found |= {row[0] for row in result}
     return found
@@ -232,7 +232,8 @@ async def write_rows(
     rendered = render_each(columns, rows, await _no_backslash_escapes(conn))
     keys = [row[KEY] for row in rows]
     limit = await _limit(conn, limit)
-    for run in packet.runs(map(packet.utf8_len, rendered), keys, len(head) + len(tail), limit):
+    sizes = [*map(packet.utf8_len, rendered)]
+    for run in packet.runs(sizes, keys, len(head) + len(tail), limit):
         await conn.exec_driver_sql(head + ", ".join(rendered[run]) + tail)
 
 

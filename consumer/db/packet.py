@@ -27,7 +27,7 @@ they render (``utf8_len`` is O(1) for ASCII text).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -73,7 +73,7 @@ def utf8_len(text: str) -> int:
 
 
 def runs(
-    sizes: Iterable[int],
+    sizes: Sequence[int],
     keys: Sequence[str],
     fixed: int,
     limit: int,
@@ -96,14 +96,14 @@ def runs(
     long as it fits ``limit``.
 
     Raises:
-        RowTooLarge: a row that cannot fit ``limit`` even alone (raised when
-            reached: the runs before it have been yielded).
+        RowTooLarge: naming every row that cannot fit ``limit`` even alone,
+            before any run is yielded.
     """
+    if too_large := {keys[i]: fixed + n for i, n in enumerate(sizes) if fixed + n > limit}:
+        raise RowTooLarge(too_large, limit)
     fill = int(limit * FILL)
     start, size = 0, fixed
     for index, length in enumerate(sizes):
-        if fixed + length > limit:
-            raise RowTooLarge(keys[index], fixed + length, limit)
         if index > start and (size + sep + length > fill or index - start >= max_rows):
             yield slice(start, index)
             start, size = index, fixed

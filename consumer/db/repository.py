@@ -112,7 +112,7 @@ def _literal_bytes(value: Any) -> int:
 def key_runs(keys: Sequence[T], limit: int) -> Iterator[Sequence[T]]:
     """``keys`` in runs whose ``IN (...)`` list keeps a statement under ``limit`` bytes."""
     names = [str(k) for k in keys]
-    for run in packet.runs(map(_literal_bytes, keys), names, CORE_TEXT, limit):
+    for run in packet.runs([*map(_literal_bytes, keys)], names, CORE_TEXT, limit):
         yield keys[run]
 
 
@@ -120,7 +120,7 @@ def _row_runs(
     rows: Sequence[Mapping[str, Any]], key: str, limit: int
 ) -> Iterator[Sequence[Mapping[str, Any]]]:
     """``rows`` in runs whose ``VALUES`` list keeps a statement under ``limit`` bytes."""
-    sizes = (sum(_literal_bytes(v) + 2 for v in row.values()) + 2 for row in rows)
+    sizes = [sum(_literal_bytes(v) + 2 for v in row.values()) + 2 for row in rows]
     for run in packet.runs(sizes, [str(r[key]) for r in rows], CORE_TEXT, limit):
         yield rows[run]
 

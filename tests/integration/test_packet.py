@@ -187,6 +187,18 @@ async def test_a_row_over_the_statement_limit_is_refused_alone(
     assert await committed_lag(topics.bootstrap, topics.topic, topics.group_id) == 0
 
 
+async def test_many_rows_over_the_limit_are_refused_in_one_attempt(db: AsyncEngine) -> None:
+    """Every row over the limit is named by the first failure: no retry per row."""
+    too_big = [big_completed(f"too-big-{n}") for n in range(30)]
+    small = [e for n in range(30) for e in small_lifecycle(f"small-{n}")]
+    writer = BatchWriter(db, RetentionPolicy(), max_statement_bytes=300_000)
+    outcome = await writer.write(fold_events(too_big + small), {}, stop_after(2))
+    assert sorted(outcome.poisoned_executions) == sorted(f"too-big-{n}" for n in range(30))
+    assert outcome.attempts == 2
+    assert "'too-big-7' needs a" in outcome.errors["too-big-7"]
+    assert_rows(await table(db), small)
+
+
 async def test_every_statement_of_a_batch_stays_under_the_limit(db: AsyncEngine) -> None:
     """Every statement sent to the server, counted at the driver: none over the limit,
     for the executions (fastsql) and the report definitions, placeholders (Core)."""

@@ -29,12 +29,14 @@ def test_a_row_over_the_fill_goes_alone_when_it_fits_the_limit() -> None:
     assert statement_sizes([100, 900, 100], 50, 1000) == [150, 950, 150]
 
 
-def test_a_row_over_the_limit_is_refused_by_its_key() -> None:
+def test_rows_over_the_limit_are_refused_by_key_before_any_statement() -> None:
+    found = runs([10, 951, 10, 2000], ["a", "b", "c", "d"], 50, 1000)
     with pytest.raises(RowTooLarge) as caught:
-        list(runs([10, 951, 10], ["a", "b", "c"], 50, 1000))
-    assert (caught.value.key, caught.value.size, caught.value.limit) == ("b", 1001, 1000)
+        next(found)  # nothing is yielded: no statement of the batch goes out first
+    assert (caught.value.sizes, caught.value.limit) == ({"b": 1001, "d": 2050}, 1000)
     assert isinstance(caught.value, PoisonBatch)
-    assert "max_allowed_packet" in str(caught.value)
+    assert "'b' needs a 1001-byte statement" in caught.value.reason("b")
+    assert "max_allowed_packet" in caught.value.reason("d")
 
 
 def test_rows_per_statement_are_bounded_too() -> None:
