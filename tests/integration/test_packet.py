@@ -13,6 +13,7 @@ share the server): a smaller limit is the writer's ``max_statement_bytes``.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,9 @@ import aiomysql
 import orjson
 import pymysql
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -44,6 +47,7 @@ from producer.events import (
 from tests.conftest import Topics
 from tests.support.kafka import committed_lag, publish, read_all
 from tests.support.oracle import expected_row
+from tests.support.proxy import TcpProxy
 from tests.support.service import consumer_settings, run_until, table
 
 pytestmark = pytest.mark.integration
@@ -297,3 +301,62 @@ async def test_lost_connections_during_an_outage_are_retried_not_bisected(
     with pytest.raises(Stopped, match="connection lost"):
         await writer.write(fold_events(events), {}, stop_after(20))
     assert await table(db) == {}  # the whole batch waits: nothing written, nothing refused
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["refused", "reset"])
+async def test_an_outage_mid_stream_is_retried_never_dead_lettered(
+    db: AsyncEngine, database_url: str, topics: Topics, reset: bool
+) -> None:
+    """The consumer reaches the database through a proxy that the test cuts for 8 s in
+    the middle of a statement with 400 KB rows: a lost connection (2013), then refused
+    connections (2003) or, ``reset``, connections lost before the server's greeting
+    (2013 at every attempt, as a crash-looping server gives). The server does not answer
+    the writer's probe: an outage, retried; nothing is bisected into dead letters, and
+    everything is written once the proxy is back."""
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 3306, reset=reset)
+    port = await proxy.start()
+    via_proxy = url.set(port=port).render_as_string(hide_password=False)
+    first = [big_completed(f"first-{n:02}") for n in range(30)]
+    first += [e for n in range(60) for e in small_lifecycle(f"first-small-{n}")]
+    second = [big_completed(f"second-{n:02}") for n in range(30)]
+    second += [e for n in range(60) for e in small_lifecycle(f"second-small-{n}")]
+
+    def messages(events: list[ExecutionEvent]) -> list[tuple[bytes, bytes, Any]]:
+        return [(e.key, to_json(e), kafka_headers(e)) for e in events]
+
+    settings = consumer_settings(
+        topics, via_proxy, batch_max_records=40, db_retry_initial_s=0.05, db_retry_max_s=0.5
+    )
+    lost = REGISTRY.get_sample_value("exectrack_db_errors_total", {"kind": "ConnectionLost"})
+    service = ConsumerService(settings)
+    task = asyncio.create_task(service.run())
+    try:
+        await publish(topics.bootstrap, topics.topic, messages(first))
+        async with asyncio.timeout(60):
+            while service.totals.records == 0:
+                await asyncio.sleep(0.01)
+        proxy.cut_after(1_000_000)  # in the middle of a statement with a few 400 KB rows
+        await publish(topics.bootstrap, topics.topic, messages(second))
+        async with asyncio.timeout(60):
+            await proxy.was_cut.wait()
+        during = service.totals.records
+        await asyncio.sleep(8)
+        assert not task.done(), "the consumer stopped during the outage"
+        assert service.totals.records <= during + settings.batch_max_records  # one in flight
+        assert service.totals.dead_lettered == 0
+        await proxy.restore()
+        async with asyncio.timeout(90):
+            while service.totals.records < len(first) + len(second):
+                assert not task.done()
+                await asyncio.sleep(0.05)
+    finally:
+        service.request_stop()
+        await asyncio.wait_for(task, timeout=30)
+        await proxy.close()
+    assert service.totals.dead_lettered == 0
+    now_lost = REGISTRY.get_sample_value("exectrack_db_errors_total", {"kind": "ConnectionLost"})
+    assert (now_lost or 0) > (lost or 0), "no statement was cut: the test missed its point"
+    assert_rows(await table(db), first + second)
+    assert await read_all(topics.bootstrap, topics.dlq) == []
+    assert await committed_lag(topics.bootstrap, topics.topic, topics.group_id) == 0
