@@ -127,13 +127,6 @@ def render_each(
     ]
 
 
-def render_rows(
-    columns: tuple[str, ...], rows: Sequence[dict[str, Any]], no_backslash_escapes: bool = False
-) -> str:
-    """``(v, ...), (v, ...)``: the rows as SQL literals, in ``columns`` order."""
-    return ", ".join(render_each(columns, rows, no_backslash_escapes))
-
-
 def from_db(column: str, value: Any) -> Any:
     if value is None:
         return None
