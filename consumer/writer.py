@@ -10,9 +10,9 @@
   refuses. Its events are handed back to be dead-lettered; the rest is written
   and the partition keeps flowing. Writes are idempotent, so the halves that
   succeeded before a split are safe to write again. A failure that names its
-  row (``RowTooLarge``: over the statement limit, consumer.db.packet) takes
-  that row out at once, without bisecting.
-- A lost connection (``ConnectionLost``: 2006, 2013) is either an outage or a
+  rows (``RowTooLarge``: over the statement limit, consumer.db.packet) takes
+  them out at once, without bisecting.
+- A lost connection (``ConnectionLost``: 2006, 2013, 2055) is either an outage or a
   statement the server hangs up on (over ``max_allowed_packet``, one that
   crashes it), which no retry can fix. After each one the writer probes the
   server on a connection of its own (``SELECT 1``): when it answers, the loss
