@@ -185,13 +185,8 @@ class Replay:
             plan.topic, self.target, self.mode, len(plan.spans), plan.captured_at,
             end_offsets={s.tp.partition: s.end for s in plan.spans},
         )  # fmt: skip
-        writer = BatchWriter(
-            self.engine,
-            self.settings.retention,
-            retry_initial_s=self.settings.db_retry_initial_s,
-            retry_max_s=self.settings.db_retry_max_s,
-            clock=lambda: EPOCH,  # write every fold whole: expired rows go at the end
-        )
+        # clock: write every fold whole, expired rows go at the end
+        writer = BatchWriter.of(self.engine, self.settings, clock=lambda: EPOCH)
         groups = [(s,) for s in plan.spans] if plan.sequential else [plan.spans]
         for group in groups:
             await self._read(group, writer, summary, progress)

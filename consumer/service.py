@@ -101,12 +101,7 @@ class ConsumerService:
             settings.database, idle_timeout_s=settings.db_idle_timeout_s
         )
         self._owns_engine = engine is None
-        self.writer = BatchWriter(
-            self.engine,
-            settings.retention,
-            retry_initial_s=settings.db_retry_initial_s,
-            retry_max_s=settings.db_retry_max_s,
-        )
+        self.writer = BatchWriter.of(self.engine, settings)
         self.batch_lock = asyncio.Lock()
         self.generation = 0  # bumped by every rebalance
         self.abandoned = False  # a batch was left uncommitted on stop: commit nothing after it

@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     db_retry_initial_s: float = Field(default=0.2, gt=0)
     db_retry_max_s: float = Field(default=10.0, gt=0)
+    # bytes one statement may have; unset: the server's max_allowed_packet, read per
+    # connection (consumer/db/packet.py). Set it lower behind a proxy with a smaller limit.
+    db_max_statement_bytes: int | None = Field(default=None, ge=4096)
+    # lost connections in a row on one batch, the server answering a probe after each,
+    # that make the batch poison (isolated by bisection) instead of retried forever
+    db_lost_connection_limit: int = Field(default=3, ge=1)
     # the server drops a consumer connection silent this long, even one frozen inside a
     # transaction, so a paused zombie's row locks cannot stall the group (consumer/db/engine.py)
     db_idle_timeout_s: int = Field(default=15, ge=5)
