@@ -248,7 +248,7 @@ class ConsumerService:
         fetched data (read_committed skips them). A fetched partition has a valid
         position, so this does not wait; one revoked meanwhile is left out.
         """
-        consumer, _ = self._running()
+        consumer = self._running()
         found = {}
         for tp in partitions:
             with contextlib.suppress(IllegalStateError):
@@ -263,7 +263,7 @@ class ConsumerService:
         Only partitions with a fetch answer (a known high watermark) are looked at:
         their position is known, so nothing here waits on the broker but the commit.
         """
-        consumer, _ = self._running()
+        consumer = self._running()
         async with self.batch_lock:  # no rebalance in between, nothing in flight (settled)
             if self.abandoned:
                 return
