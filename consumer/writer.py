@@ -18,7 +18,6 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,7 +35,6 @@ log = structlog.get_logger(__name__)
 @dataclass
 class Outcome:
     written: int = 0
-    skipped_expired: int = 0
     skipped_purged: int = 0
     reports_defined: int = 0
     placeholders: int = 0
@@ -47,7 +45,6 @@ class Outcome:
 
     def add(self, result: WriteResult) -> None:
         self.written += result.executions_written
-        self.skipped_expired += result.executions_skipped_expired
         self.skipped_purged += result.executions_skipped_purged
         self.reports_defined += result.reports_defined
         self.placeholders += result.placeholders
@@ -63,7 +60,6 @@ class BatchWriter:
     policy: RetentionPolicy
     retry_initial_s: float = 0.2
     retry_max_s: float = 30.0
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def write(
         self,
@@ -125,9 +121,7 @@ class BatchWriter:
             started = asyncio.get_running_loop().time()
             try:
                 async with self.engine.begin() as conn:
-                    result = await write_batch(
-                        conn, executions, definitions, self.policy, now=self.clock()
-                    )
+                    result = await write_batch(conn, executions, definitions, self.policy)
                 metrics.DB_WRITE_SECONDS.observe(asyncio.get_running_loop().time() - started)
                 return result
             except Exception as exc:

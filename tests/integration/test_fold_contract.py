@@ -1,0 +1,105 @@
+"""The fold's promises on the real broker and database (issue #13, items 5-9).
+
+Each test publishes the exact input of the issue, consumes it with the real
+consumer and asserts the row's values (docs/kinds/fold.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.replay import ReplayOptions, replay
+from consumer.service import ConsumerService
+from consumer.settings import DatabaseSettings
+from consumer.verify import verify
+from producer.events import EventType, ExecutionEvent, execution_event, kafka_headers, to_json
+from tests.conftest import Topics, create_database, database_url_for, drop_database
+from tests.stack import Services
+from tests.support.kafka import publish
+from tests.support.service import consumer_settings, run_until, table
+
+MakeDatabase = Callable[[], Awaitable[str]]
+Message = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+def message(event: ExecutionEvent) -> Message:
+    return event.key, to_json(event), kafka_headers(event)
+
+
+async def consume(topics: Topics, database_url: str, db: AsyncEngine, records: int) -> None:
+    """Run the consumer of the test's group until it has committed ``records`` more."""
+    await run_until(ConsumerService(consumer_settings(topics, database_url), engine=db), records)
+
+
+@pytest.fixture
+async def new_database(stack: Services) -> AsyncIterator[MakeDatabase]:
+    """Makes fresh, empty databases (no tables); all dropped at teardown."""
+    names: list[str] = []
+
+    async def make() -> str:
+        names.append(f"exectrack_test_{uuid.uuid4().hex[:12]}")
+        await create_database(stack.database_url, names[-1])
+        return database_url_for(stack.database_url, names[-1])
+
+    yield make
+    for name in names:
+        await drop_database(stack.database_url, name)
+
+
+# ------------------------------------------------------- 5: partial folds
+def pending_then_completed(execution_id: str, now: datetime) -> list[ExecutionEvent]:
+    """Issue #13 item 5: a pending already past retention, a completed held a year."""
+    common: dict[str, Any] = {"execution_id": execution_id, "report_id": "r-5", "source": "/t"}
+    pending = execution_event(
+        EventType.PENDING, **common, id=f"{execution_id}-p", sequence=0,
+        time=now - timedelta(days=2), trigger_type="api", started_by=5,
+        retention_until=now - timedelta(days=1),
+    )  # fmt: skip
+    completed = execution_event(
+        EventType.COMPLETED, **common, id=f"{execution_id}-c", sequence=2,
+        time=now - timedelta(hours=1), retention_until=now + timedelta(days=365),
+    )  # fmt: skip
+    return [pending, completed]
+
+
+async def test_row_does_not_depend_on_batch_boundaries(
+    db: AsyncEngine, database_url: str, topics: Topics, new_database: MakeDatabase
+) -> None:
+    """A: pending consumed alone, completed in a later batch; B: both in one batch.
+    Both rows are the fold of the set, and a replay of the topic verifies clean."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    a_pending, a_completed = pending_then_completed("exec-A", now)
+    b_events = pending_then_completed("exec-B", now)
+
+    await publish(topics.bootstrap, topics.topic, [message(a_pending)])
+    await consume(topics, database_url, db, 1)  # A's pending alone: a partial fold, past retention
+    alone = await table(db)
+    assert alone["exec-A"]["retention_until"] == now - timedelta(days=1)  # written, not skipped
+
+    await publish(topics.bootstrap, topics.topic, [message(a_completed), *map(message, b_events)])
+    await consume(topics, database_url, db, 3)
+    rows = await table(db)
+    for eid in ("exec-A", "exec-B"):
+        row = rows[eid]
+        assert row["status"] == "completed", eid
+        assert (row["trigger_type"], row["started_by"]) == ("api", 5), eid
+        assert row["created_at"] == now - timedelta(days=2), eid
+        assert row["last_event_at"] == now - timedelta(hours=1), eid
+        assert row["retention_until"] == now + timedelta(days=365), eid
+    assert {k: v for k, v in rows["exec-A"].items() if k != "execution_id"} == {
+        k: v for k, v in rows["exec-B"].items() if k != "execution_id"
+    }
+
+    target = await new_database()
+    summary = await replay(consumer_settings(topics, database_url), ReplayOptions(target))
+    assert (summary.executions, summary.skipped_expired) == (2, 0)
+    report = await verify(DatabaseSettings(), database_url, target)
+    assert report.ok, report.render()
+    executions, _ = report.tables
+    assert (executions.equal, dict(executions.ignored)) == (2, {})
