@@ -34,6 +34,10 @@ EXECUTIONS_SKIPPED_PURGED = Counter(
     "exectrack_executions_skipped_purged_total",
     "Batch folds not written because the execution was purged (it has a tombstone).",
 )
+EVENT_ID_CONFLICTS = Counter(
+    "exectrack_event_id_conflicts_total",
+    "Event ids seen with two different contents (same id, different digest) in a write.",
+)
 BATCH_SIZE = Histogram(
     "exectrack_batch_size_events",
     "Records per consumed batch.",

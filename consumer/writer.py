@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -50,6 +50,17 @@ class Outcome:
         self.placeholders += result.placeholders
 
 
+def report_conflicts(conflicts: Iterable[tuple[str, str]]) -> None:
+    """Count and log each event id seen with two contents (CONTRACT.md, "The fold").
+
+    The fold already ordered them by digest (the row does not depend on which
+    came first); this only tells the operator that a producer re-used an id.
+    """
+    for execution_id, event_id in conflicts:
+        metrics.EVENT_ID_CONFLICTS.inc()
+        log.warning("event_id_conflict", execution_id=execution_id, id=event_id)
+
+
 class Stopped(Exception):
     """keep_going() turned false while a retriable failure persisted."""
 
@@ -79,7 +90,9 @@ class BatchWriter:
         keep_going: Callable[[], bool],
     ) -> None:
         try:
-            outcome.add(await self._write_retrying(executions, definitions, outcome, keep_going))
+            result = await self._write_retrying(executions, definitions, outcome, keep_going)
+            outcome.add(result)
+            report_conflicts(result.conflicts)
             return
         except PoisonBatch as exc:
             size = len(executions) + len(definitions)

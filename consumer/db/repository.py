@@ -75,6 +75,8 @@ class WriteResult:
     reports_defined: int
     placeholders: int
     executions_skipped_purged: int = 0  # had a tombstone: purged, never written again
+    # (execution_id, event id) of each event id seen with two contents (consumer.fold)
+    conflicts: tuple[tuple[str, str], ...] = ()
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -272,4 +274,5 @@ async def write_batch(
         await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=False)
     for rows in chunks(replace):
         await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=True)
-    return WriteResult(len(fresh) + len(replace), defined, placeholders, len(purged))
+    conflicts = tuple((eid, i) for eid, fold in merged.items() for i in sorted(fold.conflicts))
+    return WriteResult(len(fresh) + len(replace), defined, placeholders, len(purged), conflicts)

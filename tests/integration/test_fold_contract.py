@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.replay import ReplayOptions, replay
@@ -103,3 +105,50 @@ async def test_row_does_not_depend_on_batch_boundaries(
     assert report.ok, report.render()
     executions, _ = report.tables
     assert (executions.equal, dict(executions.ignored)) == (2, {})
+
+
+# ------------------------------------------------------- 6: conflicting duplicates
+def conflicts_counted() -> float:
+    return REGISTRY.get_sample_value("exectrack_event_id_conflicts_total") or 0.0
+
+
+def progress_twins(now: datetime) -> tuple[ExecutionEvent, ExecutionEvent]:
+    """Issue #13 item 6: one id, sequence and time; records 10, or 20 and a location."""
+    same: dict[str, Any] = {
+        "execution_id": "exec-twin", "report_id": "r-6", "source": "/t", "id": "twin-1",
+        "sequence": 1, "time": now - timedelta(minutes=5),
+    }  # fmt: skip
+    small = execution_event(EventType.PROGRESS, **same, records_processed=10)
+    large = execution_event(
+        EventType.PROGRESS, **same, records_processed=20, output_location="s3://out/twin"
+    )
+    return small, large
+
+
+async def test_conflicting_duplicates_give_the_same_row_in_either_order(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    """In one batch or two, in either order: the same row, the greater digest's
+    records_processed, and each conflict counted."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    small, large = progress_twins(now)
+    winner = max(small, large, key=lambda e: e.digest)
+    rows = []
+    for first, second, together in ((small, large, True), (large, small, True),
+                                    (small, large, False), (large, small, False)):  # fmt: skip
+        async with db.begin() as conn:
+            await conn.execute(text("TRUNCATE TABLE report_executions"))
+        before = conflicts_counted()
+        if together:
+            await publish(topics.bootstrap, topics.topic, [message(first), message(second)])
+            await consume(topics, database_url, db, 2)
+        else:
+            for event in (first, second):
+                await publish(topics.bootstrap, topics.topic, [message(event)])
+                await consume(topics, database_url, db, 1)
+        assert conflicts_counted() == before + 1
+        rows.append((await table(db))["exec-twin"])
+    assert all(row == rows[0] for row in rows[1:]), rows
+    assert rows[0]["records_processed"] == winner.data.records_processed
+    assert rows[0]["output_location"] == "s3://out/twin"  # the only event carrying it
+    assert rows[0]["status"] == "running"

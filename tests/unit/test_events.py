@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -468,9 +469,9 @@ def at(event_type: EventType, sequence: int | None = None, second: int = 0) -> E
 
 def test_order_key_without_and_with_sequence() -> None:
     plain = at(EventType.PROGRESS)
-    assert plain.order_key == (1, -1, plain.time, plain.id)
+    assert plain.order_key == (1, -1, plain.time, plain.id, plain.digest)
     numbered = at(EventType.PROGRESS, sequence=5)
-    assert numbered.order_key == (1, 5, numbered.time, numbered.id)
+    assert numbered.order_key == (1, 5, numbered.time, numbered.id, numbered.digest)
 
 
 def test_order_key_ranks_before_sequence_and_time() -> None:
@@ -717,3 +718,34 @@ def test_json_field_limit_is_serialized_size() -> None:
     event = parse_event(data(error_details={"m": "x" * 65528}))
     assert isinstance(event, ExecutionEvent)
     assert len(to_json(event)) > MAX_JSON_FIELD_BYTES
+
+
+# ---------------------------------------------------------------- digest (issue #13 item 6)
+def test_digest_is_one_per_content_whatever_the_spelling() -> None:
+    """Structured or binary mode, keys in another order, the time with another offset,
+    unknown fields and extension attributes: one event, one digest."""
+    event = at(EventType.PROGRESS, sequence=3)
+    headers, value = to_binary(event)
+    raw = orjson.loads(to_json(event))
+    raw["time"] = "2024-05-01T14:00:00.000000+02:00"
+    raw["ext"] = "ignored"
+    raw["data"] = dict(reversed(list(raw["data"].items())), unknown=1)
+    spellings = [
+        parse_event(to_json(event)),
+        parse_event(value, headers),
+        parse_event(orjson.dumps(raw)),
+    ]
+    assert {e.digest for e in spellings} == {event.digest}
+    assert len(event.digest) == 32
+    assert int(event.digest, 16) >= 0
+
+
+def test_digest_differs_when_the_content_differs_under_one_id() -> None:
+    first = at(EventType.PROGRESS, sequence=3)
+    raw = orjson.loads(to_json(first))
+    raw["data"]["records_processed"] = 20
+    second = parse_event(orjson.dumps(raw))
+    assert (second.id, second.time) == (first.id, first.time)
+    assert second.digest != first.digest
+    assert second.order_key[:4] == first.order_key[:4]
+    assert second.order_key != first.order_key
