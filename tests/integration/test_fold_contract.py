@@ -20,10 +20,17 @@ from consumer.replay import ReplayOptions, replay
 from consumer.service import ConsumerService
 from consumer.settings import DatabaseSettings
 from consumer.verify import verify
-from producer.events import EventType, ExecutionEvent, execution_event, kafka_headers, to_json
+from producer.events import (
+    EventType,
+    ExecutionEvent,
+    execution_event,
+    kafka_headers,
+    to_binary,
+    to_json,
+)
 from tests.conftest import Topics, create_database, database_url_for, drop_database
 from tests.stack import Services
-from tests.support.kafka import publish
+from tests.support.kafka import publish, read_all
 from tests.support.service import consumer_settings, run_until, table
 
 MakeDatabase = Callable[[], Awaitable[str]]
@@ -152,3 +159,33 @@ async def test_conflicting_duplicates_give_the_same_row_in_either_order(
     assert rows[0]["records_processed"] == winner.data.records_processed
     assert rows[0]["output_location"] == "s3://out/twin"  # the only event carrying it
     assert rows[0]["status"] == "running"
+
+
+# ------------------------------------------------------- 7: binding mode detection
+async def test_structured_message_with_ce_headers_is_read_as_structured(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    """content-type application/cloudevents+json, the whole event as the value, and a
+    ce_specversion header too: structured, applied. The same with +avro: dead-lettered
+    as unsupported_format."""
+    event = execution_event(
+        EventType.STARTED, execution_id="exec-7", report_id="r-7", source="/t", id="e7-1",
+        sequence=1, time=datetime.now(UTC) - timedelta(minutes=1), records_processed=7,
+    )  # fmt: skip
+    ce_headers = [(k, v) for k, v in to_binary(event)[0] if k.startswith("ce_")]
+    assert ("ce_specversion", b"1.0") in ce_headers
+    structured = [("content-type", b"application/cloudevents+json; charset=utf-8"), *ce_headers]
+    avro = [("content-type", b"application/cloudevents+avro"), ("ce_specversion", b"1.0")]
+    sent = await publish(
+        topics.bootstrap, topics.topic,
+        [(event.key, to_json(event), structured), (b"exec-7b", to_json(event), avro)],
+    )  # fmt: skip
+    await consume(topics, database_url, db, 2)
+    row = (await table(db))["exec-7"]
+    assert (row["status"], row["records_processed"]) == ("running", 7)
+    dead = await read_all(topics.bootstrap, topics.dlq)
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers["exectrack.dlq.reason"] == b"unsupported_format"
+    assert int(headers["exectrack.dlq.offset"]) == sent[1].offset
+    assert b"application/cloudevents+avro" in headers["exectrack.dlq.error"]

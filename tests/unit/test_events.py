@@ -336,6 +336,67 @@ def test_structured_content_type_header_is_not_checked() -> None:
     assert outcome(attrs(), headers=[("content-type", b"text/plain")]) == OK
 
 
+# ---------------------------------------------------------------- content mode (issue #13 item 7)
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/cloudevents+json",
+        b"Application/CloudEvents+JSON",
+        b"application/cloudevents+json; charset=utf-8",
+        b" application/cloudevents+json ;charset=UTF-8",
+        b"application/cloudevents",
+    ],
+)
+def test_cloudevents_content_type_means_structured_even_with_ce_headers(
+    content_type: bytes,
+) -> None:
+    """The Kafka binding decides by content-type: a structured message that also
+    carries ce_* headers (a tracing or routing layer copies them) is structured."""
+    event = parse_event(attrs())
+    binary_headers, _ = to_binary(event)
+    ce_headers = [(k, v) for k, v in binary_headers if k.startswith("ce_")]
+    for headers in (
+        [("content-type", content_type), *ce_headers],
+        [*ce_headers, ("content-type", content_type)],
+        [("ce_specversion", b"1.0"), ("Content-Type", content_type)],
+    ):
+        assert parse_event(to_json(event), headers, event.key) == event
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/cloudevents+avro",
+        b"application/cloudevents+protobuf; x=1",
+        b"APPLICATION/CLOUDEVENTS+XML",
+    ],
+)
+def test_structured_mode_in_another_format_is_refused_with_its_own_reason(
+    content_type: bytes,
+) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(attrs(), [("content-type", content_type), ("ce_specversion", b"1.0")])
+    assert caught.value.reason == R.UNSUPPORTED_FORMAT
+    assert content_type.decode()[:20] in caught.value.detail
+    assert "only application/cloudevents+json is read" in caught.value.detail
+
+
+def test_other_content_types_with_ce_specversion_are_binary() -> None:
+    """Binary otherwise: application/json, a media type that merely starts with the
+    same letters (cloudevents-batch), or no content-type at all."""
+    event = parse_event(attrs())
+    headers, value = to_binary(event)
+    ce_headers = [(k, v) for k, v in headers if k != "content-type"]
+    for content_type in (b"application/json", b"application/cloudevents-batch+json"):
+        with_type = [*ce_headers, ("content-type", content_type)]
+        if content_type == b"application/json":
+            assert parse_event(value, with_type, event.key) == event
+        else:  # binary: the content-type is the data's, and data must be JSON
+            assert outcome(value, with_type) == R.NOT_CLOUDEVENT
+    assert parse_event(value, ce_headers, event.key) == event
+    assert outcome(to_json(event), ce_headers) == R.INVALID_FIELD  # a whole event as data
+
+
 # ---------------------------------------------------------------- round trips
 def full_execution() -> ExecutionEvent:
     return execution_event(
