@@ -36,12 +36,14 @@ from typing import Any
 
 from producer.events import (
     MAX_TIME,
+    MIN_TIME,
     TERMINAL_STATUSES,
     ExecutionEvent,
     ExecutionStatus,
 )
 
 OrderKey = tuple[int, int, datetime, str, str]
+OutOfRange = tuple[str, str, datetime, datetime | None]  # field, event id, sent, taken
 
 # Fields an event may carry; each is merged on its own (report_id is required on
 # every event, so its winner is the overall greatest K).
@@ -61,6 +63,35 @@ CARRIED_FIELDS: tuple[str, ...] = (
     "retention_until",
 )
 _CARRIED = frozenset(CARRIED_FIELDS)
+SATURATED_TIMES = frozenset({"retention_until"})
+DROPPED_TIMES = frozenset({"start_time", "end_time"})
+_RANGED = SATURATED_TIMES | DROPPED_TIMES
+
+
+def storable_time(name: str, value: datetime) -> datetime | None:
+    """What the fold takes from an event's optional ``data`` time ``name``.
+
+    The columns are ``TIMESTAMP(6)``: MIN_TIME..MAX_TIME (1970-01-01T00:00:01Z ..
+    2038-01-19T03:14:07.999999Z, docs/schema.md). Inside, the value as sent.
+    Outside (docs/events.md, "Times outside the columns' range"):
+
+    - ``retention_until`` saturates: after MAX_TIME it is held until the
+      column's end (a 25-year compliance hold stays a hold); before MIN_TIME it
+      is MIN_TIME (already past either way);
+    - ``start_time`` / ``end_time`` count as not carried (None): an instant a
+      run started or ended cannot be before 1970 or after 2038 on a correct
+      clock, and a clamped value would make up a duration and a retention base.
+
+    Applied per event before the merge, so the stored state, and every row
+    derived from it, is the same whatever the batching (CONTRACT.md, "The fold").
+    """
+    if MIN_TIME <= value <= MAX_TIME:
+        return value
+    if name in SATURATED_TIMES:
+        return MAX_TIME if value > MAX_TIME else MIN_TIME
+    return None
+
+
 STATUS = "status"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -78,6 +109,8 @@ class ExecutionFold:
     values: dict[str, tuple[OrderKey, Any]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # event id -> digest seen
     conflicts: set[str] = field(default_factory=set)  # ids seen with two digests
+    # (field, event id, value sent, value taken or None) for out-of-range times
+    out_of_range: set[OutOfRange] = field(default_factory=set)
 
     @classmethod
     def of(cls, event: ExecutionEvent) -> ExecutionFold:
@@ -123,6 +156,11 @@ class ExecutionFold:
             if name not in _CARRIED:
                 continue
             value = fields[name]
+            if value is not None and name in _RANGED:
+                taken = storable_time(name, value)
+                if taken is not value:
+                    self.out_of_range.add((name, event.id, value, taken))
+                value = taken
             if value is not None:
                 current = values.get(name)
                 if current is None or key > current[0]:
@@ -133,6 +171,7 @@ class ExecutionFold:
         for event_id, digest in other.digests.items():
             self._seen(event_id, digest)
         self.conflicts |= other.conflicts
+        self.out_of_range |= other.out_of_range
         if other.status_key > self.status_key:
             self.status, self.status_key = other.status, other.status_key
         self.first_time = min(self.first_time, other.first_time)

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer import metrics
 from consumer.db.repository import WriteResult, classify, write_batch
 from consumer.errors import PoisonBatch, StorageError
-from consumer.fold import ExecutionFold
+from consumer.fold import ExecutionFold, OutOfRange
 from consumer.retention import RetentionPolicy
 from producer.events import ReportDefinedEvent
 
@@ -61,6 +61,21 @@ def report_conflicts(conflicts: Iterable[tuple[str, str]]) -> None:
         log.warning("event_id_conflict", execution_id=execution_id, id=event_id)
 
 
+def report_out_of_range(found: Iterable[tuple[str, OutOfRange]]) -> None:
+    """Count and log each optional data time outside the columns' range
+    (consumer.fold.storable_time: retention_until saturated, start/end_time dropped)."""
+    for execution_id, (name, event_id, sent, stored) in found:
+        metrics.TIMES_OUT_OF_RANGE.labels(field=name).inc()
+        log.warning(
+            "time_out_of_range",
+            execution_id=execution_id,
+            id=event_id,
+            field=name,
+            sent=sent.isoformat(),
+            stored=None if stored is None else stored.isoformat(),
+        )
+
+
 class Stopped(Exception):
     """keep_going() turned false while a retriable failure persisted."""
 
@@ -93,6 +108,7 @@ class BatchWriter:
             result = await self._write_retrying(executions, definitions, outcome, keep_going)
             outcome.add(result)
             report_conflicts(result.conflicts)
+            report_out_of_range(result.out_of_range)
             return
         except PoisonBatch as exc:
             size = len(executions) + len(definitions)

@@ -108,7 +108,36 @@ UtcTime = Annotated[
     AfterValidator(_to_utc_in_range),
     Field(description="RFC 3339 with offset, 1970-01-01T00:00:01Z..2038-01-19T03:14:07.999999Z"),
 ]
-"""RFC 3339 with an offset, stored as UTC with microseconds (MySQL ``TIMESTAMP(6)``)."""
+"""RFC 3339 with an offset, stored as UTC with microseconds (MySQL ``TIMESTAMP(6)``).
+
+The envelope's ``time``: it orders the events and becomes ``created_at`` and
+``last_event_at``, so a time the columns cannot hold refuses the event.
+"""
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC datetime
+        msg = "Time should be within 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999Z in UTC"
+        raise PydanticCustomError("time_out_of_range", msg) from None
+
+
+AnyUtcTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_check_time_text),
+    AfterValidator(_to_utc),
+    Field(description="RFC 3339 with offset, any year 1..9999 in UTC."),
+]
+"""RFC 3339 with an offset, as UTC with microseconds, any year 1..9999.
+
+For the optional ``data`` times (``start_time``, ``end_time``,
+``retention_until``): a value outside the ``TIMESTAMP(6)`` range does not
+refuse the event (its status and other fields still count); the consumer's
+fold decides what is stored (``consumer.fold.storable_time``; docs/events.md,
+"Times outside the columns' range"). The event itself, and what it carries on
+the topic, keep the value as sent.
+"""
 
 Count = Annotated[int, Field(strict=True, ge=0, le=MAX_BIGINT)]
 """A JSON integer 0..2**63-1 (``BIGINT``); booleans and floats (even 2.0) are refused."""

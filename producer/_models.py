@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from producer._fields import (
     DATA_CONTENT_TYPE,
     MAX_INT_ID,
+    AnyUtcTime,
     Count,
     Identifier,
     JsonObject,
@@ -131,8 +132,8 @@ class ExecutionData(BaseModel):
     sequence: Count | None = Field(None, description="Per execution, increasing.")
     trigger_type: TriggerType | None = None
     started_by: UserId | None = Field(None, description="users.id (integer).")
-    start_time: UtcTime | None = None
-    end_time: UtcTime | None = None
+    start_time: AnyUtcTime | None = None
+    end_time: AnyUtcTime | None = None
     duration_ms: Count | None = None
     records_processed: Count | None = None
     output_size_bytes: Count | None = None
@@ -140,7 +141,7 @@ class ExecutionData(BaseModel):
     result_summary: JsonObject | None = None
     error_details: JsonObject | None = None
     output_location: Annotated[str, Field(min_length=1, max_length=500)] | None = None
-    retention_until: UtcTime | None = Field(None, description="Overrides the retention policy.")
+    retention_until: AnyUtcTime | None = Field(None, description="Overrides the retention policy.")
 
 
 class ReportData(BaseModel):

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consumer.db import fastsql
 from consumer.db.models import PurgedExecution, Report, ReportExecution, User
 from consumer.errors import ConcurrentInsert, PoisonBatch, StorageError
-from consumer.fold import ExecutionFold
+from consumer.fold import ExecutionFold, OutOfRange
 from consumer.retention import RetentionPolicy
 from producer.events import ReportCategory, ReportDefinedEvent, ReportType
 
@@ -77,6 +77,8 @@ class WriteResult:
     executions_skipped_purged: int = 0  # had a tombstone: purged, never written again
     # (execution_id, event id) of each event id seen with two contents (consumer.fold)
     conflicts: tuple[tuple[str, str], ...] = ()
+    # (execution_id, (field, event id, sent, stored)) of each out-of-range data time
+    out_of_range: tuple[tuple[str, OutOfRange], ...] = ()
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -275,4 +277,7 @@ async def write_batch(
     for rows in chunks(replace):
         await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=True)
     conflicts = tuple((eid, i) for eid, fold in merged.items() for i in sorted(fold.conflicts))
-    return WriteResult(len(fresh) + len(replace), defined, placeholders, len(purged), conflicts)
+    ranged = tuple((eid, o) for eid, fold in merged.items() for o in sorted(fold.out_of_range))
+    return WriteResult(
+        len(fresh) + len(replace), defined, placeholders, len(purged), conflicts, ranged
+    )

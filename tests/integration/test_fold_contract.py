@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
@@ -21,6 +22,7 @@ from consumer.service import ConsumerService
 from consumer.settings import DatabaseSettings
 from consumer.verify import verify
 from producer.events import (
+    MAX_TIME,
     EventType,
     ExecutionEvent,
     execution_event,
@@ -189,3 +191,35 @@ async def test_structured_message_with_ce_headers_is_read_as_structured(
     assert headers["exectrack.dlq.reason"] == b"unsupported_format"
     assert int(headers["exectrack.dlq.offset"]) == sent[1].offset
     assert b"application/cloudevents+avro" in headers["exectrack.dlq.error"]
+
+
+# ------------------------------------------------------- 8: times outside the columns
+def times_out_of_range(field: str) -> float:
+    labels = {"field": field}
+    return REGISTRY.get_sample_value("exectrack_times_out_of_range_total", labels) or 0.0
+
+
+async def test_retention_until_beyond_2038_keeps_the_terminal_status(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    """A completed event with retention_until 2050-01-01T00:00:00Z (a 25-year hold):
+    applied, completed, held until the column's end (MAX_TIME), counted."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    common: dict[str, Any] = {"execution_id": "exec-8", "report_id": "r-8", "source": "/t"}
+    started = execution_event(
+        EventType.STARTED, **common, id="e8-1", sequence=1, time=now - timedelta(minutes=2)
+    )
+    raw = orjson.loads(to_json(started))
+    raw.update(id="e8-2", type="exectrack.execution.completed", time=now.isoformat())
+    raw["data"].update(sequence=2, retention_until="2050-01-01T00:00:00Z")
+    before = times_out_of_range("retention_until")
+    sent = await publish(
+        topics.bootstrap, topics.topic,
+        [message(started), (b"exec-8", orjson.dumps(raw), kafka_headers(started))],
+    )  # fmt: skip
+    assert len(sent) == 2
+    await consume(topics, database_url, db, 2)
+    row = (await table(db))["exec-8"]
+    assert (row["status"], row["retention_until"]) == ("completed", MAX_TIME)
+    assert times_out_of_range("retention_until") == before + 1
+    assert await read_all(topics.bootstrap, topics.dlq, timeout_s=2) == []

@@ -185,7 +185,20 @@ CASES = [
     pytest.param(attrs(time="0001-01-01T00:00:00+01:00"), R.TIME_OUT_OF_RANGE, id="time-year-1"),
     pytest.param(attrs(time="9999-12-31T23:59:59-01:00"), R.TIME_OUT_OF_RANGE, id="time-year-9999"),
     pytest.param(data(start_time="2024-05-01T12:00:00"), R.NAIVE_TIMESTAMP, id="naive-start"),
-    pytest.param(data(end_time="2040-01-01T00:00:00Z"), R.TIME_OUT_OF_RANGE, id="end-2040"),
+    # optional data times outside TIMESTAMP's range no longer refuse the event (issue #13
+    # item 8; was TIME_OUT_OF_RANGE): the fold decides what is stored (docs/events.md)
+    pytest.param(data(end_time="2040-01-01T00:00:00Z"), OK, id="end-2040"),
+    pytest.param(data(start_time="1969-07-20T20:17:40Z"), OK, id="start-1969"),
+    pytest.param(data(retention_until="2050-01-01T00:00:00Z"), OK, id="retention-2050"),
+    pytest.param(data(retention_until="1900-01-01T00:00:00Z"), OK, id="retention-1900"),
+    pytest.param(
+        data(end_time="0001-01-01T00:00:00+01:00"), R.TIME_OUT_OF_RANGE, id="end-before-year-1"
+    ),
+    pytest.param(
+        data(retention_until="9999-12-31T23:59:59-01:00"),
+        R.TIME_OUT_OF_RANGE,
+        id="retention-after-year-9999",
+    ),
     pytest.param(data(start_time="soon"), R.INVALID_FIELD, id="start-garbage"),
     pytest.param(data(retention_until="2038-01-01T00:00:00Z"), OK, id="retention-until"),
     # subject and key
@@ -621,9 +634,8 @@ def test_constructor_defaults() -> None:
         pytest.param({"duration_ms": -1}, R.INVALID_FIELD, id="field-rule"),
         pytest.param({"duraton_ms": 5}, R.INVALID_FIELD, id="typo-field"),
         pytest.param({"time": datetime(2024, 5, 1)}, R.NAIVE_TIMESTAMP, id="naive"),  # noqa: DTZ001
-        pytest.param(
-            {"end_time": datetime(2040, 1, 1, tzinfo=UTC)}, R.TIME_OUT_OF_RANGE, id="2040"
-        ),
+        pytest.param({"end_time": datetime(2040, 1, 1, tzinfo=UTC)}, OK, id="2040"),
+        pytest.param({"time": datetime(2040, 1, 1, tzinfo=UTC)}, R.TIME_OUT_OF_RANGE, id="t-2040"),
         pytest.param({"result_summary": {"s": {1, 2}}}, R.INVALID_FIELD, id="not-json"),
         pytest.param({"output_location": "\ud800"}, R.INVALID_FIELD, id="surrogate"),
         pytest.param({"result_summary": {"x": "y" * 70_000}}, R.TOO_LARGE, id="too-large"),

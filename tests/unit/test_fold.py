@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from consumer.fold import ExecutionFold, decode_keys, encode_keys, fold_events
 from consumer.writer import report_conflicts
-from producer.events import MAX_TIME, EventType, ExecutionEvent, execution_event
+from producer.events import MAX_TIME, MIN_TIME, EventType, ExecutionEvent, execution_event
 from tests.support.oracle import expected_row
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -119,6 +119,11 @@ def test_keys_encoding_round_trips_and_is_compact() -> None:
 
 # ----------------------------------------------------------------- properties
 times = st.integers(min_value=0, max_value=5).map(lambda s: T0 + timedelta(seconds=s))
+# data times may lie outside TIMESTAMP's range (issue #13 item 8): saturated or dropped
+data_times = st.one_of(
+    times,
+    st.sampled_from([datetime(1969, 7, 20, tzinfo=UTC), datetime(2050, 1, 1, tzinfo=UTC)]),
+)
 json_objects = st.dictionaries(st.sampled_from("abc"), st.integers(0, 3), max_size=2)
 
 
@@ -135,8 +140,8 @@ def execution_events(draw: st.DrawFn) -> list[ExecutionEvent]:
                     "sequence": st.integers(0, 4),
                     "trigger_type": st.sampled_from(["manual", "scheduled", "api", "webhook"]),
                     "started_by": st.integers(1, 3),
-                    "start_time": times,
-                    "end_time": times,
+                    "start_time": data_times,
+                    "end_time": data_times,
                     "duration_ms": st.integers(0, 10),
                     "records_processed": st.integers(0, 10),
                     "output_size_bytes": st.integers(0, 10),
@@ -144,7 +149,7 @@ def execution_events(draw: st.DrawFn) -> list[ExecutionEvent]:
                     "result_summary": json_objects,
                     "error_details": json_objects,
                     "output_location": st.sampled_from(["s3://a", "gs://b"]),
-                    "retention_until": times,
+                    "retention_until": data_times,
                 },
             )
         )
@@ -309,3 +314,35 @@ def test_conflicts_are_counted_and_logged_with_execution_and_event_id() -> None:
             "log_level": "warning",
         }
     ]
+
+
+# ----------------------------------------------------------------- times outside the columns
+def test_retention_until_beyond_2038_is_held_until_the_column_end() -> None:
+    """Issue #13 item 8: a 25-year compliance hold on a completed event."""
+    hold = datetime(2050, 1, 1, tzinfo=UTC)
+    done = ev(EventType.COMPLETED, 3, sequence=2, retention_until=hold)
+    fold = fold_all([ev(EventType.STARTED, 1, sequence=1), done])
+    row = fold.to_row(PERIOD)
+    assert (row["status"], row["retention_until"]) == ("completed", MAX_TIME)
+    assert fold.out_of_range == {("retention_until", done.id, hold, MAX_TIME)}
+    past = ev(EventType.COMPLETED, 4, retention_until=datetime(1900, 1, 1, tzinfo=UTC))
+    assert fold_all([past]).to_row(PERIOD)["retention_until"] == MIN_TIME
+
+
+def test_start_and_end_time_outside_the_range_are_not_carried() -> None:
+    """No made-up duration or retention base: an earlier in-range value wins, else NULL."""
+    started = ev(EventType.STARTED, 1, sequence=1, start_time=T0, end_time=T0)
+    done = ev(
+        EventType.COMPLETED, 5, sequence=2,
+        start_time=datetime(1969, 7, 20, tzinfo=UTC), end_time=datetime(2050, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    fold = fold_all([done, started])
+    row = fold.to_row(PERIOD)
+    assert (row["start_time"], row["end_time"], row["duration_ms"]) == (T0, T0, 0)
+    alone = fold_all([done]).to_row(PERIOD)
+    assert (alone["start_time"], alone["end_time"], alone["duration_ms"]) == (None, None, None)
+    assert alone["retention_until"] == done.time + PERIOD  # the terminal event's time
+    assert {(name, taken) for name, _, _, taken in fold.out_of_range} == {
+        ("start_time", None),
+        ("end_time", None),
+    }
