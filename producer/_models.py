@@ -227,9 +227,11 @@ class _Envelope(BaseModel):
 
 def _check_subject(subject: str, data_id: str, name: str) -> None:
     if subject != data_id:
-        msg = "subject {subject!r} should equal data.{name} {data_id!r}"
-        context = {"subject": subject[:100], "name": name, "data_id": data_id}
-        raise PydanticCustomError("key_mismatch", msg, context)
+        # Formatted here: pydantic fills only plain {name} placeholders (not {name!r}),
+        # and would fill them again inside the values it inserted. No context, so
+        # the text (which may hold braces from the event) is taken as it is.
+        msg = f"subject {subject[:100]!r} should equal data.{name} {data_id!r}"
+        raise PydanticCustomError("key_mismatch", msg)
 
 
 ExecutionEventType = Literal[

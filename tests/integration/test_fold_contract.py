@@ -223,3 +223,23 @@ async def test_retention_until_beyond_2038_keeps_the_terminal_status(
     assert (row["status"], row["retention_until"]) == ("completed", MAX_TIME)
     assert times_out_of_range("retention_until") == before + 1
     assert await read_all(topics.bootstrap, topics.dlq, timeout_s=2) == []
+
+
+# ------------------------------------------------------- 9: unformatted error text
+async def test_dead_letter_error_text_is_formatted(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    """An event whose subject differs from data.execution_id: the exectrack.dlq.error
+    header names both values (it was the template ``subject {subject!r} ...``)."""
+    event = execution_event(
+        EventType.STARTED, execution_id="exec-9", report_id="r-9", source="/t", id="e9-1"
+    )
+    raw = orjson.loads(to_json(event))
+    raw["subject"] = "exec-9-other"
+    await publish(topics.bootstrap, topics.topic, [(b"exec-9", orjson.dumps(raw), [])])
+    await consume(topics, database_url, db, 1)
+    (dead,) = await read_all(topics.bootstrap, topics.dlq)
+    headers = dict(dead.headers)
+    assert headers["exectrack.dlq.reason"] == b"key_mismatch"
+    expected = b"subject 'exec-9-other' should equal data.execution_id 'exec-9'"
+    assert headers["exectrack.dlq.error"] == expected

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
@@ -286,10 +287,10 @@ def test_rule(value: bytes | None, expected: str) -> None:
     assert outcome(value) == expected
 
 
-@pytest.mark.parametrize(
-    ("key", "expected"),
-    [(EXEC_ID.encode(), OK), (None, OK), (b"exec-2", R.KEY_MISMATCH), (b"", R.KEY_MISMATCH)],
-)
+KEY_CASES = [(EXEC_ID.encode(), OK), (None, OK), (b"exec-2", R.KEY_MISMATCH), (b"", R.KEY_MISMATCH)]
+
+
+@pytest.mark.parametrize(("key", "expected"), KEY_CASES)
 def test_kafka_key(key: bytes | None, expected: str) -> None:
     assert outcome(attrs(), key=key) == expected
 
@@ -481,7 +482,9 @@ def test_to_json_omits_none_but_keeps_null_inside_json_fields() -> None:
     assert set(minimal["data"]) == {"execution_id", "report_id"}
 
 
-def binary(attributes: dict[str, bytes | None], value: bytes | None = None) -> str:
+def binary_message(
+    attributes: dict[str, bytes | None], value: bytes | None = None
+) -> tuple[bytes, list[tuple[str, bytes | None]]]:
     base = {
         "specversion": b"1.0",
         "id": b"evt-1",
@@ -492,25 +495,29 @@ def binary(attributes: dict[str, bytes | None], value: bytes | None = None) -> s
     }
     headers = [(f"ce_{k}", v) for k, v in (base | attributes).items()]
     default = encode({"execution_id": EXEC_ID, "report_id": REPORT_ID})
-    return outcome(default if value is None else value, headers)
+    return default if value is None else value, headers
 
 
-@pytest.mark.parametrize(
-    ("attributes", "value", "expected"),
-    [
-        pytest.param({}, None, OK, id="valid"),
-        pytest.param({"time": b"2024-05-01T12:00:00"}, None, R.NAIVE_TIMESTAMP, id="naive"),
-        pytest.param({"id": b"\xff"}, None, R.NOT_UTF8, id="header-not-utf8"),
-        pytest.param({"id": None}, None, R.NOT_CLOUDEVENT, id="header-null"),
-        pytest.param({"type": b"exectrack.nope"}, None, R.UNKNOWN_TYPE, id="unknown-type"),
-        pytest.param({"subject": b"exec-2"}, None, R.KEY_MISMATCH, id="subject-mismatch"),
-        pytest.param({"specversion": b"0.3"}, None, R.NOT_CLOUDEVENT, id="specversion-0.3"),
-        pytest.param({}, b"{", R.NOT_JSON, id="data-not-json"),
-        pytest.param({}, b"\xff", R.NOT_UTF8, id="data-not-utf8"),
-        pytest.param({}, b"[]", R.NOT_CLOUDEVENT, id="data-array"),
-        pytest.param({}, encode({"execution_id": EXEC_ID}), R.INVALID_FIELD, id="data-field"),
-    ],
-)
+def binary(attributes: dict[str, bytes | None], value: bytes | None = None) -> str:
+    return outcome(*binary_message(attributes, value))
+
+
+BINARY_CASES = [
+    pytest.param({}, None, OK, id="valid"),
+    pytest.param({"time": b"2024-05-01T12:00:00"}, None, R.NAIVE_TIMESTAMP, id="naive"),
+    pytest.param({"id": b"\xff"}, None, R.NOT_UTF8, id="header-not-utf8"),
+    pytest.param({"id": None}, None, R.NOT_CLOUDEVENT, id="header-null"),
+    pytest.param({"type": b"exectrack.nope"}, None, R.UNKNOWN_TYPE, id="unknown-type"),
+    pytest.param({"subject": b"exec-2"}, None, R.KEY_MISMATCH, id="subject-mismatch"),
+    pytest.param({"specversion": b"0.3"}, None, R.NOT_CLOUDEVENT, id="specversion-0.3"),
+    pytest.param({}, b"{", R.NOT_JSON, id="data-not-json"),
+    pytest.param({}, b"\xff", R.NOT_UTF8, id="data-not-utf8"),
+    pytest.param({}, b"[]", R.NOT_CLOUDEVENT, id="data-array"),
+    pytest.param({}, encode({"execution_id": EXEC_ID}), R.INVALID_FIELD, id="data-field"),
+]
+
+
+@pytest.mark.parametrize(("attributes", "value", "expected"), BINARY_CASES)
 def test_binary_mode(
     attributes: dict[str, bytes | None], value: bytes | None, expected: str
 ) -> None:
@@ -628,29 +635,29 @@ def test_constructor_defaults() -> None:
     assert event.datacontenttype == "application/json"
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "expected"),
-    [
-        pytest.param({"duration_ms": -1}, R.INVALID_FIELD, id="field-rule"),
-        pytest.param({"duraton_ms": 5}, R.INVALID_FIELD, id="typo-field"),
-        pytest.param({"time": datetime(2024, 5, 1)}, R.NAIVE_TIMESTAMP, id="naive"),  # noqa: DTZ001
-        pytest.param({"end_time": datetime(2040, 1, 1, tzinfo=UTC)}, OK, id="2040"),
-        pytest.param({"time": datetime(2040, 1, 1, tzinfo=UTC)}, R.TIME_OUT_OF_RANGE, id="t-2040"),
-        pytest.param({"result_summary": {"s": {1, 2}}}, R.INVALID_FIELD, id="not-json"),
-        pytest.param({"output_location": "\ud800"}, R.INVALID_FIELD, id="surrogate"),
-        pytest.param({"result_summary": {"x": "y" * 70_000}}, R.TOO_LARGE, id="too-large"),
-        pytest.param({"execution_id": "a "}, R.INVALID_FIELD, id="bad-id"),
-        pytest.param({"type": EventType.REPORT_DEFINED}, R.UNKNOWN_TYPE, id="report-type"),
-        pytest.param({"trigger_type": "api", "started_by": 3}, OK, id="valid"),
-    ],
-)
+CONSTRUCTOR_CASES = [
+    pytest.param({"duration_ms": -1}, R.INVALID_FIELD, id="field-rule"),
+    pytest.param({"duraton_ms": 5}, R.INVALID_FIELD, id="typo-field"),
+    pytest.param({"time": datetime(2024, 5, 1)}, R.NAIVE_TIMESTAMP, id="naive"),  # noqa: DTZ001
+    pytest.param({"end_time": datetime(2040, 1, 1, tzinfo=UTC)}, OK, id="2040"),
+    pytest.param({"time": datetime(2040, 1, 1, tzinfo=UTC)}, R.TIME_OUT_OF_RANGE, id="t-2040"),
+    pytest.param({"result_summary": {"s": {1, 2}}}, R.INVALID_FIELD, id="not-json"),
+    pytest.param({"output_location": "\ud800"}, R.INVALID_FIELD, id="surrogate"),
+    pytest.param({"result_summary": {"x": "y" * 70_000}}, R.TOO_LARGE, id="too-large"),
+    pytest.param({"execution_id": "a "}, R.INVALID_FIELD, id="bad-id"),
+    pytest.param({"type": EventType.REPORT_DEFINED}, R.UNKNOWN_TYPE, id="report-type"),
+    pytest.param({"trigger_type": "api", "started_by": 3}, OK, id="valid"),
+]
+
+
+def constructor_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    base = {"type": EventType.STARTED, "execution_id": EXEC_ID, "report_id": REPORT_ID}
+    return base | {"source": "/s"} | kwargs
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), CONSTRUCTOR_CASES)
 def test_execution_event_validates_like_parsing(kwargs: dict[str, Any], expected: str) -> None:
-    arguments: dict[str, Any] = {
-        "type": EventType.STARTED,
-        "execution_id": EXEC_ID,
-        "report_id": REPORT_ID,
-        "source": "/s",
-    } | kwargs
+    arguments = constructor_arguments(kwargs)
     if expected == OK:
         assert execution_event(**arguments).data.execution_id == EXEC_ID
         return
@@ -822,3 +829,58 @@ def test_digest_differs_when_the_content_differs_under_one_id() -> None:
     assert second.digest != first.digest
     assert second.order_key[:4] == first.order_key[:4]
     assert second.order_key != first.order_key
+
+
+# ---------------------------------------------------------------- error text (issue #13 item 9)
+PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?:![rsa])?(?::[^{}]*)?\}")
+"""A format placeholder left in a message: ``{name}``, ``{name!r}``, ``{name:>5}``."""
+
+
+def test_subject_mismatch_detail_is_formatted() -> None:
+    """It was ``subject {subject!r} should equal ...`` in the dead-letter header."""
+    for value, expected in (
+        (attrs(subject="exec-2"), "subject 'exec-2' should equal data.execution_id 'exec-1'"),
+        (encode(report(subject="rep-2")), "subject 'rep-2' should equal data.report_id 'rep-1'"),
+    ):
+        with pytest.raises(InvalidEvent) as caught:
+            parse_event(value)
+        assert (caught.value.reason, caught.value.detail) == (R.KEY_MISMATCH, expected)
+
+
+def test_braces_in_the_event_are_kept_verbatim_in_the_detail() -> None:
+    """Values the event carries are never read as placeholders (pydantic would fill a
+    ``{name}`` inside them when given a context)."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(attrs(subject="{name}-{data_id!r}"))
+    expected = "subject '{name}-{data_id!r}' should equal data.execution_id 'exec-1'"
+    assert caught.value.detail == expected
+
+
+def every_invalid_event_of_the_inputs() -> list[InvalidEvent]:
+    """The InvalidEvent of every refused input of this module's tables."""
+    attempts: list[Any] = [lambda v=c.values[0]: parse_event(v) for c in CASES]
+    attempts += [lambda k=key: parse_event(attrs(), (), k) for key, _ in KEY_CASES]
+    attempts += [lambda c=c: parse_event(*binary_message(*c.values[:2])) for c in BINARY_CASES]
+    attempts += [
+        lambda c=c: execution_event(**constructor_arguments(c.values[0])) for c in CONSTRUCTOR_CASES
+    ]
+    attempts += [
+        lambda t=t: parse_event(attrs(), [("content-type", t)])
+        for t in (b"application/cloudevents+avro", b"application/cloudevents+xml")
+    ]
+    found = []
+    for attempt in attempts:
+        try:
+            attempt()
+        except InvalidEvent as exc:
+            found.append(exc)
+    return found
+
+
+def test_no_error_text_has_an_unfilled_placeholder() -> None:
+    found = every_invalid_event_of_the_inputs()
+    refused = sum(c.values[-1] != OK for c in CASES)
+    assert len(found) >= refused > 50  # the tables really were run
+    assert {e.reason for e in found} == set(R)  # every reason, so every kind of message
+    left = [str(e) for e in found if PLACEHOLDER.search(e.detail)]
+    assert not left, left
