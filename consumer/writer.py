@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import metrics
+from consumer.anomalies import report_conflicts, report_out_of_range
 from consumer.db.repository import WriteResult, classify, write_batch
 from consumer.errors import PoisonBatch, StorageError
-from consumer.fold import ExecutionFold, OutOfRange
+from consumer.fold import ExecutionFold
 from consumer.retention import RetentionPolicy
 from producer.events import ReportDefinedEvent
 
@@ -48,32 +49,6 @@ class Outcome:
         self.skipped_purged += result.executions_skipped_purged
         self.reports_defined += result.reports_defined
         self.placeholders += result.placeholders
-
-
-def report_conflicts(conflicts: Iterable[tuple[str, str]]) -> None:
-    """Count and log each event id seen with two contents (CONTRACT.md, "The fold").
-
-    The fold already ordered them by digest (the row does not depend on which
-    came first); this only tells the operator that a producer re-used an id.
-    """
-    for execution_id, event_id in conflicts:
-        metrics.EVENT_ID_CONFLICTS.inc()
-        log.warning("event_id_conflict", execution_id=execution_id, id=event_id)
-
-
-def report_out_of_range(found: Iterable[tuple[str, OutOfRange]]) -> None:
-    """Count and log each optional data time outside the columns' range
-    (consumer.fold.storable_time: retention_until saturated, start/end_time dropped)."""
-    for execution_id, (name, event_id, sent, stored) in found:
-        metrics.TIMES_OUT_OF_RANGE.labels(field=name).inc()
-        log.warning(
-            "time_out_of_range",
-            execution_id=execution_id,
-            id=event_id,
-            field=name,
-            sent=sent.isoformat(),
-            stored=None if stored is None else stored.isoformat(),
-        )
 
 
 class Stopped(Exception):

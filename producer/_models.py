@@ -5,6 +5,7 @@ Import these from ``producer.events``; this module only keeps ``events`` short.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from hashlib import blake2b
@@ -239,7 +240,7 @@ ExecutionEventType = Literal[
     EventType.FAILED, EventType.CANCELLED, EventType.TIMED_OUT,
 ]  # fmt: skip
 ExecutionOrderKey = tuple[int, int, datetime, str, str]
-ReportOrderKey = tuple[int, datetime, str]
+ReportOrderKey = tuple[int, datetime, str, str]
 
 
 class ExecutionEvent(_Envelope):
@@ -295,8 +296,26 @@ class ReportDefinedEvent(_Envelope):
 
     @property
     def order_key(self) -> ReportOrderKey:
-        """(version, time, id): the greatest defines the ``reports`` row."""
-        return (self.data.version, self.time, self.id)
+        """(version, time, id, definition digest): the greatest defines the ``reports`` row.
+
+        The digest (``definition_digest`` of ``data``) only decides between two
+        different definitions sent under one ``id``; it is a digest of what the
+        row stores, so a stored row's can be computed from its columns.
+        """
+        return (self.data.version, self.time, self.id, definition_digest(self.data.__dict__))
+
+
+DEFINITION_FIELDS: tuple[str, ...] = tuple(ReportData.model_fields)
+"""The fields of a report definition: the ``reports`` columns an event sets."""
+
+
+def definition_digest(fields: Mapping[str, Any]) -> str:
+    """Hex blake2b-128 of a definition's canonical content (``DEFINITION_FIELDS``,
+    null ones omitted, sorted-key JSON): from ``ReportData`` or from a stored
+    ``reports`` row alike, so a tie with a stored definition is decided the same
+    way as one inside a batch (CONTRACT.md, "The fold", applied to reports)."""
+    present = {name: fields[name] for name in DEFINITION_FIELDS if fields[name] is not None}
+    return blake2b(orjson.dumps(present, option=_CANONICAL), digest_size=DIGEST_BYTES).hexdigest()
 
 
 Event = Annotated[ExecutionEvent | ReportDefinedEvent, Field(discriminator="type")]

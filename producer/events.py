@@ -59,6 +59,7 @@ from producer._fields import (
     UtcTime,
 )
 from producer._models import (
+    DEFINITION_FIELDS,
     EVENT_ADAPTER,
     EXECUTION_TYPES,
     RANK_OF,
@@ -78,6 +79,7 @@ from producer._models import (
     ReportOrderKey,
     ReportType,
     TriggerType,
+    definition_digest,
 )
 from producer.errors import InvalidEvent, InvalidReason
 from producer.schema import SCHEMA_ID, json_schema, main, render_schema
@@ -87,6 +89,7 @@ R, S, T = InvalidReason, ExecutionStatus, EventType  # the short names the modul
 __all__ = [
     "CONTENT_TYPE",
     "DATA_CONTENT_TYPE",
+    "DEFINITION_FIELDS",
     "EVENT_ADAPTER",
     "EXECUTION_TYPES",
     "MAX_BIGINT",
@@ -122,6 +125,7 @@ __all__ = [
     "TriggerType",
     "UserId",
     "UtcTime",
+    "definition_digest",
     "execution_event",
     "json_schema",
     "kafka_headers",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, select
@@ -31,12 +30,13 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer.anomalies import report_conflicts
 from consumer.db import fastsql
 from consumer.db.models import PurgedExecution, Report, ReportExecution, User
 from consumer.errors import ConcurrentInsert, PoisonBatch, StorageError
 from consumer.fold import ExecutionFold, OutOfRange
 from consumer.retention import RetentionPolicy
-from producer.events import ReportCategory, ReportDefinedEvent, ReportType
+from producer.events import ReportCategory, ReportDefinedEvent, ReportType, definition_digest
 
 USERS: Table = User.__table__  # type: ignore[assignment]
 REPORTS: Table = Report.__table__  # type: ignore[assignment]
@@ -171,10 +171,20 @@ def _definition_row(event: ReportDefinedEvent) -> dict[str, Any]:
     return row
 
 
-def _stored_key(row: Mapping[str, Any]) -> tuple[int, datetime, str] | None:
-    if row["defined_at"] is None:
-        return None
-    return (row["version"], row["defined_at"], row["definition_event_id"])
+def _newer(event: ReportDefinedEvent, row: Mapping[str, Any] | None) -> tuple[bool, bool]:
+    """(the event's definition beats the stored one, they conflict: one id, two contents).
+
+    Order key (version, time, id, definition digest); the stored row keeps the
+    first three, its digest is computed from its columns, only on a tie.
+    """
+    if row is None or row["defined_at"] is None:  # no row, or a placeholder
+        return True, False
+    key = event.order_key
+    stored = (row["version"], row["defined_at"], row["definition_event_id"])
+    if key[:3] != stored:
+        return key[:3] > stored, False
+    digest = definition_digest(row)
+    return key[3] > digest, key[3] != digest
 
 
 async def write_reports(
@@ -189,15 +199,17 @@ async def write_reports(
     """
     stored = await _lock(
         conn, REPORTS, "report_id", definitions,
-        ["report_id", "report_type", "category", "version", "defined_at", "definition_event_id"],
+        ["report_id", *DEFINITION_COLUMNS, "defined_at", "definition_event_id"],
     )  # fmt: skip
     kinds = {rid: (row["report_type"], row["category"]) for rid, row in stored.items()}
     fresh: list[dict[str, Any]] = []
     replace: list[dict[str, Any]] = []
     for rid, event in definitions.items():
         row = stored.get(rid)
-        current = None if row is None else _stored_key(row)
-        if current is not None and event.order_key <= current:
+        newer, conflict = _newer(event, row)
+        if conflict:
+            report_conflicts([(rid, event.id)], key="report_id")
+        if not newer:
             continue
         (fresh if row is None else replace).append(_definition_row(event))
         kinds[rid] = (event.data.report_type, event.data.category)

@@ -42,6 +42,7 @@ from producer.events import (
     ReportDefinedEvent,
     ReportType,
     TriggerType,
+    definition_digest,
     execution_event,
     kafka_headers,
     parse_event,
@@ -578,7 +579,7 @@ def test_order_key_ranks_before_sequence_and_time() -> None:
 
 def test_report_order_key() -> None:
     event = full_report()
-    assert event.order_key == (3, event.time, event.id)
+    assert event.order_key == (3, event.time, event.id, definition_digest(event.data.__dict__))
     assert event.key == REPORT_ID.encode()
 
 

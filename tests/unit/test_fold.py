@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from consumer.anomalies import report_conflicts
 from consumer.fold import ExecutionFold, decode_keys, encode_keys, fold_events
-from consumer.writer import report_conflicts
 from producer.events import MAX_TIME, MIN_TIME, EventType, ExecutionEvent, execution_event
 from tests.support.oracle import expected_row
 
