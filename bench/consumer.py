@@ -50,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
@@ -65,6 +65,7 @@ from consumer.db import migrate
 from consumer.db.admin import create_database, drop_database
 from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS, REPORTS, USERS
+from consumer.kafka import reader
 from consumer.service import ConsumerService
 from consumer.settings import DatabaseSettings, Settings
 from producer.errors import InvalidEvent
@@ -90,7 +91,7 @@ async def preload(kafka: KafkaSettings, config: SimConfig) -> tuple[int, int]:
 
 
 async def drain_ceiling(kafka: KafkaSettings, total: int) -> float:
-    consumer = AIOKafkaConsumer(
+    consumer = reader(
         bootstrap_servers=kafka.bootstrap_servers,
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 << 20,
@@ -134,7 +135,7 @@ async def exectrack(settings: Settings, total: int) -> tuple[float, float]:
 
 
 async def group_lag(kafka: KafkaSettings, group: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    consumer = reader(bootstrap_servers=kafka.bootstrap_servers)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
     await consumer.start()
     await admin.start()
@@ -211,7 +212,7 @@ def replay_process(kafka: KafkaSettings, url: str) -> tuple[float, float, bool]:
 
 async def naive(kafka: KafkaSettings, url: str, sample: int) -> float:
     """One event at a time: parse, upsert its fields, commit."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = reader(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     fetched: list[Any] = []
     try:

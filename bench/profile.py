@@ -8,7 +8,9 @@ timing the synchronous functions that make up each one:
 - parse + validate: ``consumer.batch.Decoder.add`` (orjson + pydantic, the contract's rules);
 - fold: ``consumer.fold.fold_events`` (per-field last-writer-wins by K);
 - rows: ``ExecutionFold.to_row`` (derived fields, ``fold_keys`` encoding);
-- SQL literals: ``consumer.db.fastsql.render_rows``;
+- SQL literals: ``consumer.db.fastsql.render_each``;
+- statement bytes: ``consumer.db.packet.runs`` (splitting rows into statements
+  under ``max_allowed_packet``: the byte count of each rendered row);
 - the rest: reading records (aiokafka), the driver (pymysql's protocol,
   result rows), SQLAlchemy, asyncio, dead letters, commits, logging.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,7 +39,7 @@ from bench.consumer import (
     simulated_topic,
 )
 from consumer import batch as batch_module
-from consumer.db import fastsql
+from consumer.db import fastsql, packet
 from consumer.fold import ExecutionFold
 from consumer.settings import Settings
 
@@ -45,7 +48,8 @@ STAGES = {
     "parse_validate": (batch_module.Decoder, "add"),
     "fold": (batch_module, "fold_events"),
     "rows": (ExecutionFold, "to_row"),
-    "sql_literals": (fastsql, "render_rows"),
+    "sql_literals": (fastsql, "render_each"),
+    "statement_bytes": (packet, "runs"),
 }
 
 
@@ -63,7 +67,19 @@ def instrument(spent: dict[str, float]) -> Callable[[], None]:
             finally:
                 spent[_s] += time.process_time() - started
 
-        setattr(owner, name, timed)
+        def timed_steps(*args: Any, _f: Any = original, _s: str = stage, **kwargs: Any) -> Any:
+            steps = _f(*args, **kwargs)  # a generator: time each step, not its consumer
+            while True:
+                started = time.process_time()
+                try:
+                    step = next(steps)
+                except StopIteration:
+                    return
+                finally:
+                    spent[_s] += time.process_time() - started
+                yield step
+
+        setattr(owner, name, timed_steps if inspect.isgeneratorfunction(original) else timed)
         undo.append((owner, name, original))
 
     def restore() -> None:

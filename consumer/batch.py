@@ -6,7 +6,9 @@ No I/O: ``decode_yielding`` only hands the event loop back between chunks, and
 Every record ends in exactly one place: a valid execution event (folded per
 execution), a valid report definition (the winner per report), or a dead
 letter. The offsets to commit are the last offset + 1 of every partition seen,
-whatever happened to the records.
+whatever happened to the records; the consume loop raises them to the
+consumer's position, past transaction markers and aborted records that
+read_committed skipped (consumer/service.py).
 """
 
 from __future__ import annotations

@@ -1,13 +1,28 @@
-"""``exectrack-consumer``: thin commands over library code (settings -> asyncio.run)."""
+"""``exectrack-consumer``: thin commands over library code (settings -> asyncio.run).
+
+The failure surface (docs/operations.md, "When a command fails"): every command
+logs through ``consumer.logs`` (JSON lines unless stderr is a terminal), and
+ends a failure with ONE error line naming the cause, no traceback:
+
+- invalid settings (``invalid_settings``, the variable and what is wrong): exit 2;
+- Kafka or the database unusable (``connect_failed``: service, target, reason),
+  the service unable to start (``topic_missing``, ``health_server_failed``): exit 1;
+- any other command error (``command_failed``): its exit status (1 unless said);
+- anything unforeseen (``crashed``, with the traceback as the ``exception``
+  field, one JSON string): exit 1.
+
+On a terminal (``EXECTRACK_LOG_FORMAT=console``) a command error reads as click's
+``Error: ...``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
-import sys
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import structlog
@@ -20,9 +35,10 @@ from consumer import replay as replaying
 from consumer.db import migrate as migrations
 from consumer.db.engine import DatabaseTlsError, create_engine
 from consumer.db.repository import EXECUTIONS
+from consumer.errors import StartupFailed
 from consumer.failures import check_database, explain
 from consumer.fold import decode_keys
-from consumer.logs import configure_logging
+from consumer.logs import configure_from_environment, configure_logging, json_wanted
 from consumer.retention_cli import COMMANDS as RETENTION_COMMANDS
 from consumer.service import run_service
 from consumer.settings import Settings
@@ -30,31 +46,72 @@ from consumer.verify import verify
 from consumer.watch import watch
 from producer.errors import ConnectFailed, PublishError
 
+log = structlog.get_logger("consumer.cli")
+
 # what a command may die of when Kafka or the database cannot be used (consumer.failures)
 CONNECTION_ERRORS = (KafkaError, PublishError, SQLAlchemyError, DatabaseTlsError, OSError)
 
 
+def settings_problems(exc: ValidationError) -> str:
+    """One line from a settings ``ValidationError``: ``EXECTRACK_X__Y: what is wrong; ...``.
+
+    Never the values (they may be secrets): pydantic's ``input`` is left out.
+    """
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        name = "EXECTRACK_" + "__".join(str(part).upper() for part in error["loc"])
+        problems.append(message if "EXECTRACK_" in message else f"{name}: {message}")
+    return "; ".join(problems)
+
+
+def _fail(event: str, exit_code: int, **fields: Any) -> NoReturn:
+    log.error(event, **fields)
+    raise click.exceptions.Exit(exit_code)
+
+
 class _Commands(click.Group):
-    """Every command ends a connection failure with one line and exit 1, no traceback."""
+    """Every command ends a failure with one log line and a non-zero exit, no traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ValidationError as exc:  # the settings; never echo their values (secrets)
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-            )
-            raise click.ClickException(f"invalid settings: {problems}") from None
-        except CONNECTION_ERRORS as exc:
+            _fail("invalid_settings", 2, error=settings_problems(exc))
+        except StartupFailed as exc:
+            _fail(exc.event, 1, error=str(exc))
+        except (click.exceptions.Exit, click.Abort, click.UsageError):
+            raise
+        except click.ClickException as exc:
+            if not json_wanted(_log_format()):
+                raise
+            _fail("command_failed", exc.exit_code, error=exc.format_message())
+        except (ConnectFailed, *CONNECTION_ERRORS) as exc:
             failure = explain(exc, Settings())
             if failure is None:
-                raise
-            raise click.ClickException(str(failure)) from None
+                _crashed(exc)
+            _fail(
+                "connect_failed", 1, error=str(failure), service=failure.service,
+                target=failure.target, reason=failure.reason,
+            )  # fmt: skip
+        except Exception as exc:
+            _crashed(exc)
+
+
+def _crashed(exc: BaseException) -> NoReturn:
+    log.error("crashed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+    raise click.exceptions.Exit(1)
+
+
+def _log_format() -> str:
+    return os.environ.get("EXECTRACK_LOG_FORMAT", "auto").lower()
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="exectrack", prog_name="exectrack-consumer")
 def main() -> None:
     """exectrack consumer: fold report execution events from Kafka into MySQL."""
+    configure_from_environment()
 
 
 @main.command()
@@ -62,8 +119,17 @@ def main() -> None:
 def migrate(revision: str) -> None:
     """Create or upgrade the schema (alembic upgrade) in EXECTRACK_DATABASE__URL."""
     settings = Settings()
-    click.echo(f"migrating {settings.database.display_url} to {revision}")
+    _note_url(settings)
     asyncio.run(migrations.upgrade(settings.database.url.get_secret_value(), revision))
+    log.info("migrated", db=settings.database.display_url, revision=revision)
+
+
+def _note_url(settings: Settings) -> None:
+    if settings.database.url_rewritten:
+        log.info(
+            "database_url_completed", db=settings.database.display_url,
+            detail="EXECTRACK_DATABASE__URL names no driver: using mysql+aiomysql",
+        )  # fmt: skip
 
 
 @main.command()
@@ -71,18 +137,8 @@ def consume() -> None:
     """Run the consumer service until SIGTERM/SIGINT (then finish the batch, commit, leave)."""
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
-    try:
-        asyncio.run(_consume(settings))
-    except (ConnectFailed, *CONNECTION_ERRORS) as exc:
-        failure = explain(exc, settings)
-        if failure is None:
-            raise
-        # one structured line (stderr is the log), then exit 1
-        structlog.get_logger("consumer.cli").error(
-            "connect_failed", service=failure.service, target=failure.target,
-            reason=failure.reason,
-        )  # fmt: skip
-        sys.exit(1)
+    _note_url(settings)
+    asyncio.run(_consume(settings))
 
 
 async def _consume(settings: Settings) -> None:

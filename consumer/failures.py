@@ -4,10 +4,10 @@ A wrong Kafka password or certificate (``producer.diagnose``), a database that
 refuses the credentials or the transport (no TLS where the server requires it,
 a certificate that does not verify) end ``exectrack-consumer`` commands with
 one line naming the service, where it is (the database URL with its password
-masked) and why, and exit status 1. ``consume`` writes it as one structured log
-line. ``check_database`` runs before ``consume`` starts: credentials and TLS
-problems stop it at once (a database that is merely down does not: the
-consumer retries, as it always did).
+masked) and why, and exit status 1, as one log line (consumer.cli).
+``check_database`` runs before ``consume`` starts: credentials, TLS, an unknown
+database (1049) or a schema never migrated (1146) stop it at once (a database
+that is merely down does not: the consumer retries, as it always did).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 
 ACCESS_DENIED = frozenset({1044, 1045, 1698})  # database, password, unix_socket plugin
 TLS_REQUIRED = frozenset({1941, 3159})  # require_secure_transport: MariaDB, MySQL
+UNKNOWN_DATABASE = 1049  # ER_BAD_DB_ERROR: the URL names a database the server does not have
+NO_SUCH_TABLE = 1146  # ER_NO_SUCH_TABLE: the database was never migrated
 
 
 def _code(exc: BaseException) -> int | None:
@@ -51,6 +53,15 @@ def database_reason(exc: BaseException, settings: DatabaseSettings) -> tuple[str
             return reason, True
         if code in TLS_REQUIRED:
             return f"the server requires TLS ({code}): set EXECTRACK_DATABASE__SSL_MODE", True
+        if code == UNKNOWN_DATABASE:
+            return (
+                f"unknown database ({code}): {cause.args[1]}: create it, then run "
+                "`exectrack-consumer migrate`"
+            ), True
+        if code == NO_SUCH_TABLE:
+            return (
+                f"the schema is missing ({code}): {cause.args[1]}: run `exectrack-consumer migrate`"
+            ), True
     for cause in causes(exc):
         code = _code(cause)
         if code is not None and len(cause.args) > 1:
@@ -72,11 +83,12 @@ def explain(exc: BaseException, settings: Settings) -> ConnectFailed | None:
 
 
 async def check_database(settings: DatabaseSettings) -> None:
-    """Connect once; raise ``ConnectFailed`` when credentials or TLS are wrong."""
+    """Connect once and look for the table; raise ``ConnectFailed`` when the credentials,
+    TLS, the database name or the schema are wrong (the writer would retry them forever)."""
     engine = create_engine(settings)
     try:
         async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+            await conn.execute(text("SELECT 1 FROM report_executions WHERE 1 = 0"))
     except (SQLAlchemyError, DatabaseTlsError, OSError) as exc:
         reason, permanent = database_reason(exc, settings)
         if permanent:

@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer.errors import HealthServerFailed
 
 if TYPE_CHECKING:
     from consumer.service import ConsumerService
@@ -38,9 +41,26 @@ def build_app(service: ConsumerService) -> web.Application:
 
 
 async def serve_health(service: ConsumerService, host: str, port: int) -> web.AppRunner | None:
+    """Listen on ``host:port`` (None, and no server, when ``port`` is 0).
+
+    Raises:
+        HealthServerFailed: the address is in use, or not one of this host's
+            (one line naming ``EXECTRACK_HEALTH_PORT``/``EXECTRACK_HEALTH_HOST``).
+    """
     if port == 0:
         return None
     runner = web.AppRunner(build_app(service), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise HealthServerFailed(
+                f"health server: {host}:{port} already in use (EXECTRACK_HEALTH_PORT)"
+            ) from None
+        raise HealthServerFailed(
+            f"health server: cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(EXECTRACK_HEALTH_HOST, EXECTRACK_HEALTH_PORT)"
+        ) from None
     return runner

@@ -19,6 +19,21 @@ EVENTS_DEAD_LETTERED = Counter(
     "Records sent to the dead-letter topic, by reason.",
     ["reason"],
 )
+DEAD_LETTERS_DROPPED = Counter(
+    "exectrack_dead_letters_dropped_total",
+    "Dead letters the DLQ could not carry, dropped after the decision of consumer/dlq_send.py "
+    "(logged as dead_letter_dropped with the source topic/partition/offset), by cause.",
+    ["cause"],
+)
+DEAD_LETTERS_TRUNCATED = Counter(
+    "exectrack_dead_letters_truncated_total",
+    "Dead letters sent with their key, value or headers cut to fit the DLQ "
+    "(header exectrack.dlq.truncated).",
+)
+DEAD_LETTER_RETRIES = Counter(
+    "exectrack_dead_letter_retries_total",
+    "Transient failures sending dead letters (retried; no offset is committed meanwhile).",
+)
 EXECUTIONS_WRITTEN = Counter(
     "exectrack_executions_written_total", "report_executions rows inserted or updated."
 )
@@ -62,7 +77,23 @@ DB_WRITE_SECONDS = Histogram(
 DB_ERRORS = Counter("exectrack_db_errors_total", "Failed database transactions, by kind.", ["kind"])
 CONSUMER_LAG = Gauge(
     "exectrack_consumer_lag_events",
-    "Records behind the partition's high watermark, per assigned partition.",
+    "Offsets between what this consumer committed and the partition's last stable offset "
+    "(what a read_committed reader can read: the high watermark unless a transaction "
+    "is open), per assigned partition.",
+    ["topic", "partition"],
+)
+TRANSACTION_HELD = Gauge(
+    "exectrack_transaction_held_records",
+    "High watermark minus last stable offset, per assigned partition: offsets written "
+    "after the oldest undecided Kafka transaction, which no read_committed reader gets "
+    "until the transaction commits or aborts (0: nothing held).",
+    ["topic", "partition"],
+)
+LAST_STABLE_OFFSET = Gauge(
+    "exectrack_partition_last_stable_offset",
+    "The partition's last stable offset as last fetched, per assigned partition: with "
+    "exectrack_transaction_held_records > 0, an offset that stops moving is a stuck "
+    "open transaction.",
     ["topic", "partition"],
 )
 LAST_BATCH = Gauge(

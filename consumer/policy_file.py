@@ -20,8 +20,9 @@ found by scanning the file's table headers and keys, so it points at the key
 that is wrong (or the nearest enclosing one it can find).
 
 ``PolicyFileError`` is a ``ValueError`` (bad input) and a ``click.ClickException``:
-settings are built at the start of every command, and click prints such an
-error as ``Error: <message>`` with exit status 1, never as a traceback.
+settings are built at the start of every command, which ends with one line
+carrying the message (a ``command_failed`` log event, consumer.cli; click's
+``Error: <message>`` on a terminal) and exit status 1, never a traceback.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumer import metrics
-from consumer.db.repository import EXECUTIONS, REPORTS, TOMBSTONES, classify
+from consumer.db import packet
+from consumer.db.repository import EXECUTIONS, REPORTS, TOMBSTONES, classify, key_runs
 from consumer.errors import StorageError
 from consumer.retention import RetentionPolicy
 
@@ -249,7 +250,8 @@ async def expire_tombstones(engine: AsyncEngine, older_than: datetime, chunk: in
             )
             if not ids:
                 return removed
-            await conn.execute(delete(TOMBSTONES).where(t.execution_id.in_(ids)))
+            for part in key_runs(ids, await packet.statement_limit(conn)):  # max_allowed_packet
+                await conn.execute(delete(TOMBSTONES).where(t.execution_id.in_(part)))
         removed += len(ids)
 
 
@@ -263,8 +265,11 @@ async def _purge(
     c = EXECUTIONS.c
     base = [c.retention_until <= summary.now, *not_held(policy)]
     cursor: tuple[datetime, int] | None = None
+    async with engine.connect() as conn:  # a chunk's ids travel in IN lists: max_allowed_packet
+        statement_limit = await packet.statement_limit(conn)
+    chunk = min(options.chunk_size, packet.ids_per_statement(statement_limit))
     while options.max_rows is None or summary.deleted < options.max_rows:
-        limit = options.chunk_size
+        limit = chunk
         if options.max_rows is not None:
             limit = min(limit, options.max_rows - summary.deleted)
         where = list(base)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
@@ -32,12 +32,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer import dlq
 from consumer.batch import Batch, decode_yielding, tune_gc
 from consumer.db import migrate
 from consumer.db.engine import create_engine
 from consumer.db.repository import CHUNK, EXECUTIONS
 from consumer.dlq import consumer_identity
+from consumer.dlq_send import DeadLetterQueue
+from consumer.kafka import reader
 from consumer.pipeline import WritePipeline
 from consumer.purge import delete_with_tombstones, not_held
 from consumer.replay_report import (
@@ -69,19 +70,24 @@ class Replay:
         self.mode: Mode = "rebuild"
         self.max_id = 0  # the greatest report_executions.id before the replay
         kafka = {**settings.kafka.client_kwargs(), "client_id": "exectrack-replay"}
-        self.consumer = AIOKafkaConsumer(
+        self.consumer = reader(
             group_id=None,  # manual assignment: no group, no offsets committed anywhere
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
             **kafka,
         )
-        self.producer = (
-            AIOKafkaProducer(acks="all", enable_idempotence=True, **kafka)
+        self.identity = consumer_identity("replay")
+        self.dead_letters = (
+            DeadLetterQueue(
+                settings.kafka,
+                self.identity,
+                client_id="exectrack-replay",
+                missing_grace_s=settings.dlq_missing_grace_s,
+            )
             if self.options.dead_letter
             else None
         )
-        self.identity = consumer_identity("replay")
 
     @property
     def target(self) -> str:
@@ -90,8 +96,8 @@ class Replay:
     async def __aenter__(self) -> Replay:
         try:
             await self.consumer.start()
-            if self.producer is not None:
-                await self.producer.start()
+            if self.dead_letters is not None:
+                await self.dead_letters.start()
         except BaseException:
             await self.__aexit__()
             raise
@@ -100,8 +106,8 @@ class Replay:
     async def __aexit__(self, *exc: object) -> None:
         try:
             await self.consumer.stop()
-            if self.producer is not None:
-                await self.producer.stop()
+            if self.dead_letters is not None:
+                await self.dead_letters.stop()
         finally:
             await self.engine.dispose()
 
@@ -178,12 +184,7 @@ class Replay:
             plan.topic, self.target, self.mode, len(plan.spans), plan.captured_at,
             end_offsets={s.tp.partition: s.end for s in plan.spans},
         )  # fmt: skip
-        writer = BatchWriter(
-            self.engine,
-            self.settings.retention,
-            retry_initial_s=self.settings.db_retry_initial_s,
-            retry_max_s=self.settings.db_retry_max_s,
-        )
+        writer = BatchWriter.of(self.engine, self.settings)
         groups = [(s,) for s in plan.spans] if plan.sequential else [plan.spans]
         for group in groups:
             await self._read(group, writer, summary, progress)
@@ -256,10 +257,10 @@ class Replay:
     async def _apply(self, batch: Batch, writer: BatchWriter, summary: ReplaySummary) -> None:
         outcome = await writer.write(batch.executions, batch.definitions)
         refused = batch.refused(outcome.errors)
-        if self.producer is not None:
-            letters = batch.dead_letters + refused
-            await dlq.send(self.producer, self.settings.kafka.dlq_topic, letters, self.identity)
-            summary.dead_lettered += len(letters)
+        if self.dead_letters is not None:  # consumer.dlq_send: a letter it cannot carry is dropped
+            delivery = await self.dead_letters.send(batch.dead_letters + refused)
+            summary.dead_lettered += len(delivery.sent)
+            summary.dead_letters_dropped += len(delivery.dropped)
         summary.batches += 1
         summary.events_read += batch.records
         summary.invalid += len(batch.dead_letters)

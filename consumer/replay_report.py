@@ -81,6 +81,7 @@ class ReplaySummary:
     invalid: int = 0
     refused: int = 0  # valid events of executions/reports the database refused
     dead_lettered: int = 0
+    dead_letters_dropped: int = 0  # the DLQ could not carry them (consumer.dlq_send; logged)
     batches: int = 0
     row_writes: int = 0  # inserts and updates; an execution spanning batches counts per batch
     skipped_expired: int = 0
@@ -102,6 +103,8 @@ class ReplaySummary:
 
     def render(self) -> str:
         invalid_note = "dead-lettered again" if self.dead_lettered else "not dead-lettered again"
+        if self.dead_letters_dropped:
+            invalid_note += f", {self.dead_letters_dropped:,} the DLQ could not carry"
         rows = [
             ("events read", f"{self.events_read:,}"),
             ("applied", f"{self.applied:,}"),

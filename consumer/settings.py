@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -21,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from consumer.policy_file import PolicyFileSource
 from consumer.retention import RetentionPolicy
@@ -31,6 +40,45 @@ DEFAULT_DATABASE_URL = "mysql+aiomysql://exectrack:exectrack@127.0.0.1:3306/exec
 SslMode = Literal["disabled", "preferred", "required", "verify_ca", "verify_identity"]
 """MySQL's ``--ssl-mode``, lower case (docs/configuration.md, "Database TLS")."""
 VERIFYING: tuple[SslMode, ...] = ("verify_ca", "verify_identity")
+
+DRIVER = "mysql+aiomysql"
+"""The one SQLAlchemy dialect+driver exectrack writes with (async, MySQL and MariaDB)."""
+URL_ADVICE = "exectrack stores in MySQL/MariaDB; use mysql+aiomysql://user:pass@host:3306/db"
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL exectrack cannot use (another database, a synchronous driver, no URL).
+
+    The message never repeats the URL: it may hold a password.
+    """
+
+
+def database_url(url: str) -> tuple[str, bool]:
+    """``url`` as exectrack uses it, and whether a driver was filled in.
+
+    - ``mysql+aiomysql://...``: as given.
+    - ``mysql://...``, ``mariadb://...``, ``mariadb+aiomysql://...`` (no driver, the
+      spelling of most tools; SQLAlchemy would pick the synchronous ``mysqldb``):
+      rewritten to ``mysql+aiomysql://...``, everything after the scheme kept.
+    - another driver (``mysql+pymysql``, ``mysql+asyncmy``...), another database
+      (``postgresql://``, ``sqlite://``), or no URL at all: ``DatabaseUrlError``.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUrlError(URL_ADVICE) from None
+    backend, _, driver = parsed.drivername.lower().partition("+")
+    if backend not in ("mysql", "mariadb"):
+        raise DatabaseUrlError(URL_ADVICE)
+    if driver not in ("", "aiomysql"):
+        raise DatabaseUrlError(
+            f"the {driver} driver is not supported (exectrack writes asynchronously, "
+            f"with aiomysql); use {DRIVER}://user:pass@host:3306/db"
+        )
+    if parsed.drivername == DRIVER:
+        return url, False
+    rest = url.split("://", 1)[1]
+    return f"{DRIVER}://{rest}", True
 
 
 class DatabaseSettings(BaseModel):
@@ -45,6 +93,27 @@ class DatabaseSettings(BaseModel):
     ssl_ca: Path | None = None  # CA bundle (PEM) for verify_ca/verify_identity; else the system's
     ssl_cert: Path | None = None  # client certificate (PEM), for servers that REQUIRE X509
     ssl_key: Path | None = None  # its private key (PEM, unencrypted)
+    _url_rewritten: bool = PrivateAttr(default=False)
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _mysql_url(cls, url: SecretStr) -> SecretStr:
+        """Refuse a URL of another database or driver; complete ``mysql://`` (``database_url``)."""
+        return SecretStr(database_url(url.get_secret_value())[0])
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _note_rewrite(cls, data: Any, handler: ModelWrapValidatorHandler[DatabaseSettings]) -> Any:
+        model = handler(data)
+        given = data.get("url") if isinstance(data, dict) else None
+        given = given.get_secret_value() if isinstance(given, SecretStr) else given
+        model._url_rewritten = isinstance(given, str) and given != model.url.get_secret_value()
+        return model
+
+    @property
+    def url_rewritten(self) -> bool:
+        """Whether ``url`` was given without the driver (``mysql://``) and completed."""
+        return self._url_rewritten
 
     @model_validator(mode="after")
     def _tls_combination(self) -> DatabaseSettings:
@@ -116,10 +185,20 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     db_retry_initial_s: float = Field(default=0.2, gt=0)
     db_retry_max_s: float = Field(default=10.0, gt=0)
+    # bytes one statement may have; unset: the server's max_allowed_packet, read per
+    # connection (consumer/db/packet.py). Set it lower behind a proxy with a smaller limit.
+    db_max_statement_bytes: int | None = Field(default=None, ge=4096)
+    # lost connections in a row on one batch, the server answering a probe after each,
+    # that make the batch poison (isolated by bisection) instead of retried forever
+    db_lost_connection_limit: int = Field(default=3, ge=1)
     # the server drops a consumer connection silent this long, even one frozen inside a
     # transaction, so a paused zombie's row locks cannot stall the group (consumer/db/engine.py)
     db_idle_timeout_s: int = Field(default=15, ge=5)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    # a missing dead-letter topic is waited for this long, then dead letters are dropped
+    # explicitly (logged, exectrack_dead_letters_dropped_total) until it exists
+    # (consumer/dlq_send.py)
+    dlq_missing_grace_s: float = Field(default=60.0, ge=0)
 
     # operability
     health_host: str = "127.0.0.1"

@@ -9,7 +9,17 @@
   own transaction, down to the single execution (or report) the database
   refuses. Its events are handed back to be dead-lettered; the rest is written
   and the partition keeps flowing. Writes are idempotent, so the halves that
-  succeeded before a split are safe to write again.
+  succeeded before a split are safe to write again. A failure that names its
+  rows (``RowTooLarge``: over the statement limit, consumer.db.packet) takes
+  them out at once, without bisecting.
+- A lost connection (``ConnectionLost``: 2006, 2013, 2055) is either an outage or a
+  statement the server hangs up on (over ``max_allowed_packet``, one that
+  crashes it), which no retry can fix. After each one the writer probes the
+  server on a connection of its own (``SELECT 1``): when it answers, the loss
+  counts against the batch; ``lost_connection_limit`` losses in a row to a
+  server that answers make the batch a ``PoisonBatch`` (bisected as above). A
+  probe that fails is an outage: the count restarts and the batch is retried
+  for as long as it lasts, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -18,16 +28,19 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import metrics
 from consumer.anomalies import report_conflicts, report_out_of_range
 from consumer.db.repository import WriteResult, classify, write_batch
-from consumer.errors import PoisonBatch, StorageError
+from consumer.errors import ConnectionLost, PoisonBatch, RowTooLarge, StorageError
 from consumer.fold import ExecutionFold
 from consumer.retention import RetentionPolicy
+from consumer.settings import Settings
 from producer.events import ReportDefinedEvent
 
 log = structlog.get_logger(__name__)
@@ -55,12 +68,36 @@ class Stopped(Exception):
     """keep_going() turned false while a retriable failure persisted."""
 
 
+PROBE_TIMEOUT_S = 10.0
+
+
 @dataclass
 class BatchWriter:
+    """Writes folded batches; see the module docstring for retries and isolation.
+
+    ``max_statement_bytes`` replaces the server's ``max_allowed_packet`` as the
+    bound of one statement (None: the server's, consumer.db.packet);
+    ``lost_connection_limit`` is how many lost connections in a row, with the
+    server answering a probe after each, make a batch poison.
+    """
+
     engine: AsyncEngine
     policy: RetentionPolicy
     retry_initial_s: float = 0.2
     retry_max_s: float = 30.0
+    max_statement_bytes: int | None = None
+    lost_connection_limit: int = 3
+
+    @classmethod
+    def of(cls, engine: AsyncEngine, settings: Settings, **overrides: Any) -> BatchWriter:
+        """The writer ``settings`` describe (the consume loop's and replay's)."""
+        options: dict[str, Any] = {
+            "retry_initial_s": settings.db_retry_initial_s,
+            "retry_max_s": settings.db_retry_max_s,
+            "max_statement_bytes": settings.db_max_statement_bytes,
+            "lost_connection_limit": settings.db_lost_connection_limit,
+        }
+        return cls(engine, settings.retention, **(options | overrides))
 
     async def write(
         self,
@@ -79,22 +116,32 @@ class BatchWriter:
         outcome: Outcome,
         keep_going: Callable[[], bool],
     ) -> None:
-        try:
-            result = await self._write_retrying(executions, definitions, outcome, keep_going)
-            outcome.add(result)
-            report_conflicts(result.conflicts)
-            report_out_of_range(result.out_of_range)
-            return
-        except PoisonBatch as exc:
-            size = len(executions) + len(definitions)
-            if size == 1:
-                key = next(iter(executions or definitions))
-                target = outcome.poisoned_executions if executions else outcome.poisoned_reports
-                target.append(key)
-                outcome.errors[key] = str(exc)
-                log.warning("db_refused", key=key, error=str(exc))
+        while True:
+            try:
+                result = await self._write_retrying(executions, definitions, outcome, keep_going)
+                outcome.add(result)
+                report_conflicts(result.conflicts)
+                report_out_of_range(result.out_of_range)
                 return
-            log.info("db_bisect", size=size, error=str(exc))
+            except PoisonBatch as exc:
+                size = len(executions) + len(definitions)
+                if size == 1:
+                    key = next(iter(executions or definitions))
+                    self._refuse(key, bool(executions), str(exc), outcome)
+                    return
+                sizes = exc.sizes if isinstance(exc, RowTooLarge) else {}
+                named = {k for k in sizes if (k in executions) != (k in definitions)}
+                if not named:
+                    log.info("db_bisect", size=size, error=str(exc))
+                    break
+                # the failure names its rows: take them out, write the rest
+                for key in sorted(named):
+                    error = exc.reason(key) if isinstance(exc, RowTooLarge) else str(exc)
+                    self._refuse(key, key in executions, error, outcome)
+                executions = {k: v for k, v in executions.items() if k not in named}
+                definitions = {k: v for k, v in definitions.items() if k not in named}
+                if not executions and not definitions:
+                    return
         ex_keys, def_keys = sorted(executions), sorted(definitions)
         if len(ex_keys) + len(def_keys) > 1 and ex_keys and def_keys:
             halves = [(ex_keys, []), ([], def_keys)]
@@ -112,6 +159,21 @@ class BatchWriter:
                 keep_going,
             )
 
+    @staticmethod
+    def _refuse(key: str, execution: bool, error: str, outcome: Outcome) -> None:
+        (outcome.poisoned_executions if execution else outcome.poisoned_reports).append(key)
+        outcome.errors[key] = error
+        log.warning("db_refused", key=key, error=error)
+
+    async def _server_answers(self) -> bool:
+        """Whether the server answers ``SELECT 1`` on a pooled (pre-pinged) or new connection."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:  # any failure means: not reachable now
+            return False
+        return True
+
     async def _write_retrying(
         self,
         executions: dict[str, ExecutionFold],
@@ -120,12 +182,16 @@ class BatchWriter:
         keep_going: Callable[[], bool],
     ) -> WriteResult:
         delay = self.retry_initial_s
+        lost = 0  # connections lost in a row while the server answers a probe
         while True:
             outcome.attempts += 1
             started = asyncio.get_running_loop().time()
             try:
                 async with self.engine.begin() as conn:
-                    result = await write_batch(conn, executions, definitions, self.policy)
+                    result = await write_batch(
+                        conn, executions, definitions, self.policy,
+                        max_statement_bytes=self.max_statement_bytes,
+                    )  # fmt: skip
                 metrics.DB_WRITE_SECONDS.observe(asyncio.get_running_loop().time() - started)
                 return result
             except Exception as exc:
@@ -133,6 +199,18 @@ class BatchWriter:
                 metrics.DB_ERRORS.labels(kind=type(error).__name__).inc()
                 if not isinstance(error, StorageError):
                     raise error from exc
+                # an outage (the probe fails) or any other failure breaks the row
+                lost = (
+                    lost + 1
+                    if isinstance(error, ConnectionLost) and await self._server_answers()
+                    else 0
+                )
+                if lost >= self.lost_connection_limit:
+                    raise PoisonBatch(
+                        f"the connection was lost {lost} times in a row on these rows while "
+                        "the server answers a new connection (a statement it hangs up on: "
+                        f"larger than max_allowed_packet, or one that crashes it): {error}"
+                    ) from exc
                 if not keep_going():
                     raise Stopped(str(error)) from exc
                 log.warning("db_retry", error=str(error), retry_in_s=round(delay, 2))

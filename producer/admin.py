@@ -9,7 +9,7 @@ from producer._kafka import publish_error
 from producer.errors import PublishError
 from producer.settings import KafkaSettings
 
-__all__ = ["DLQ_PARTITIONS", "ensure_topics"]
+__all__ = ["DLQ_PARTITIONS", "ensure_topics", "missing_topics"]
 
 DLQ_PARTITIONS = 1
 """The dead-letter topic is small and read by people: one partition keeps it in order."""
@@ -52,3 +52,21 @@ async def ensure_topics(settings: KafkaSettings, *, timeout_ms: int = 30_000) ->
         raise publish_error(exc) from exc
     finally:
         await admin.close()
+
+
+async def missing_topics(
+    settings: KafkaSettings, topics: list[str], *, timeout_ms: int = 30_000
+) -> list[str]:
+    """Which of ``topics`` the cluster does not have (its metadata, via the admin client).
+
+    Broker errors raise ``PublishError``.
+    """
+    admin = AIOKafkaAdminClient(request_timeout_ms=timeout_ms, **settings.client_kwargs())
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+    except KafkaError as exc:
+        raise publish_error(exc) from exc
+    finally:
+        await admin.close()
+    return [name for name in topics if name not in existing]

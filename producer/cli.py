@@ -130,6 +130,7 @@ def _build(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="exectrack", prog_name="exectrack-producer")
 @click.option("-v", "--verbose", is_flag=True, help="Show the Kafka client's own log lines.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:

@@ -17,9 +17,11 @@ from typing import Any
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
+    IllegalSaslStateError,
     KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
 )
 
 from producer.errors import ConnectFailed, PublishError
@@ -51,8 +53,24 @@ def kafka_reason(exc: BaseException) -> str:
             return f"TLS certificate verification failed: {cause.verify_message or cause}"
         if isinstance(cause, ssl.SSLError):
             return f"TLS handshake failed: {cause.reason or cause}"
+        if isinstance(cause, IllegalSaslStateError):
+            return (
+                "the broker refused the SASL handshake: this listener does not speak SASL "
+                "(check EXECTRACK_KAFKA__SECURITY_PROTOCOL and the port)"
+            )
+        if isinstance(cause, UnsupportedSaslMechanismError):
+            detail = str(cause).split(": ", 1)[-1]
+            return (
+                f"SASL mechanism not enabled on the broker: {detail} "
+                "(EXECTRACK_KAFKA__SASL_MECHANISM)"
+            )
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return (
+                "connection reset by the server: not a Kafka listener, or TLS against a "
+                "plaintext one (check the port and EXECTRACK_KAFKA__SECURITY_PROTOCOL)"
+            )
         if isinstance(cause, TimeoutError | asyncio.TimeoutError):
             return "timed out"
         if isinstance(cause, OSError) and not isinstance(cause, KafkaError):
@@ -89,6 +107,15 @@ def _is_connect_failure(exc: BaseException) -> bool:
     )
 
 
+def _unreadable_tls_file(exc: BaseException, settings: KafkaSettings) -> bool:
+    """An error of ``KafkaSettings.client_kwargs`` reading ``ssl_cafile``/``ssl_certfile``/
+    ``ssl_keyfile``: only with TLS on, and only a file error or a bad PEM (an address
+    in use or any other OSError is not a TLS setting)."""
+    if isinstance(exc, KafkaError) or not settings.security_protocol.endswith("SSL"):
+        return False
+    return isinstance(exc, ssl.SSLError | FileNotFoundError | PermissionError | IsADirectoryError)
+
+
 def explain_kafka(exc: BaseException, settings: KafkaSettings) -> ConnectFailed | None:
     """A ``ConnectFailed`` for a Kafka error that is a connection failure, else None.
 
@@ -96,7 +123,7 @@ def explain_kafka(exc: BaseException, settings: KafkaSettings) -> ConnectFailed 
     """
     if isinstance(exc, ConnectFailed):
         return exc
-    if isinstance(exc, OSError | ssl.SSLError) and not isinstance(exc, KafkaError):
+    if _unreadable_tls_file(exc, settings):
         # the settings' own files (ssl_cafile, ssl_certfile) could not be read
         return ConnectFailed("kafka", settings.bootstrap_servers, f"TLS settings: {exc}")
     if not isinstance(exc, KafkaError | PublishError) or not _is_connect_failure(exc):

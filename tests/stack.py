@@ -125,7 +125,14 @@ def container_services() -> Iterator[Services]:
     mysql = MySqlContainer(
         MYSQL_IMAGE, dialect="aiomysql", username="root", password="exectrack", dbname="exectrack"
     )
-    kafka = KafkaContainer(KAFKA_IMAGE).with_kraft()
+    kafka = (
+        KafkaContainer(KAFKA_IMAGE)
+        .with_kraft()
+        # one broker: the transaction log must fit it, or every transactional producer
+        # waits for a coordinator forever (tests/integration/test_transactions.py)
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+    )
     with mysql, kafka:
         yield Services("testcontainers", kafka.get_bootstrap_server(), mysql.get_connection_url())
 

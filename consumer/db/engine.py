@@ -8,7 +8,11 @@ the server closes a connection that sends nothing for that long, including one
 whose process froze inside a batch transaction (SIGSTOP, a paused VM). Its
 transaction rolls back and its row locks go, so the consumer that took over the
 partitions is not stalled by a zombie (tests/faults/test_zombie_locks.py).
-Idle pool connections closed that way are replaced on checkout (pre-ping).
+Idle pool connections closed that way are replaced on checkout (pre-ping), and
+closed without a goodbye when the pool lets them go (``_forget_dropped``): a
+polite close (COM_QUIT) on a socket the server already reset fails, and
+SQLAlchemy logged that failure with a traceback at every shutdown that followed
+more than ``idle_timeout_s`` of quiet.
 Portable: MySQL 8.0 and MariaDB both have the variable.
 
 TLS (``DatabaseSettings.ssl_mode``, MySQL's ``--ssl-mode``) is an
@@ -22,7 +26,9 @@ checks ``Ssl_cipher`` and is refused when it is empty.
 
 from __future__ import annotations
 
+import logging
 import ssl
+import time
 from typing import Any
 
 from sqlalchemy import event
@@ -33,7 +39,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from consumer.settings import DatabaseSettings
+from consumer.settings import DatabaseSettings, database_url
 
 SESSION_INIT = "SET time_zone = '+00:00'"
 
@@ -97,9 +103,37 @@ def _require_tls(dbapi_connection: Any, _record: Any) -> None:
         )
 
 
+IDLE_MARGIN_S = 1.0
+"""Closed by the server 'at' wait_timeout: treat a connection this close to it as gone."""
+
+
+def _mark_idle(_dbapi_connection: Any, record: Any) -> None:
+    """Pool ``checkin``: the connection's last statement was (just) before now."""
+    record.info["idle_since"] = time.monotonic()
+
+
+def _forget_dropped(idle_timeout_s: int) -> Any:
+    """Pool ``close`` (emitted before the pool closes a connection): a connection idle
+    for the server's ``wait_timeout`` was dropped by the server, so close only our
+    end of its socket (aiomysql ``Connection.close``, no COM_QUIT to fail)."""
+
+    def close(dbapi_connection: Any, record: Any) -> None:
+        since = record.info.get("idle_since") if record is not None else None
+        if since is not None and time.monotonic() - since >= idle_timeout_s - IDLE_MARGIN_S:
+            dbapi_connection.driver_connection.close()
+
+    return close
+
+
 def create_engine(
     settings: DatabaseSettings, *, url: str | None = None, idle_timeout_s: int | None = None
 ) -> AsyncEngine:
+    """An engine for ``settings`` (or for ``url`` with the same TLS and timeouts).
+
+    ``url`` goes through ``consumer.settings.database_url`` as the setting does
+    (``mysql://`` is completed; another database raises ``DatabaseUrlError``).
+    ``idle_timeout_s``: the server drops a connection idle this long (see above).
+    """
     init = (
         SESSION_INIT
         if idle_timeout_s is None
@@ -114,16 +148,20 @@ def create_engine(
     if context is not None:
         connect_args["ssl"] = context
     engine = create_async_engine(
-        url or settings.url.get_secret_value(),
+        database_url(url)[0] if url else settings.url.get_secret_value(),
         pool_size=settings.pool_size,
         pool_pre_ping=True,
         pool_recycle=3600,
         isolation_level="READ COMMITTED",
-        echo=settings.echo,
         connect_args=connect_args,
     )
+    if settings.echo:  # SQLAlchemy's echo=True adds a plain-text handler: log through ours
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
     if settings.ssl_mode not in ("disabled", "preferred"):
         event.listen(engine.sync_engine, "connect", _require_tls)
+    if idle_timeout_s is not None:
+        event.listen(engine.sync_engine.pool, "checkin", _mark_idle)
+        event.listen(engine.sync_engine.pool, "close", _forget_dropped(idle_timeout_s))
     return engine
 
 

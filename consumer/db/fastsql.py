@@ -20,6 +20,10 @@ test_fastsql.py writes hostile text through it and reads it back unchanged.
 Because SQLAlchemy hands the statement to the driver with an empty parameter
 tuple, which pymysql applies with ``%``, every ``%`` in a literal is doubled.
 
+Each of them takes any number of rows (keys) and sends as many statements as
+keep each under the connection's ``max_allowed_packet`` and 1,000 rows
+(consumer.db.packet); the byte count comes from the rendered text itself.
+
 The statements are portable: multi-row ``INSERT``, ``SELECT ... FOR UPDATE``
 and ``INSERT ... ON DUPLICATE KEY UPDATE col = VALUES(col)``, which MariaDB
 and MySQL 8.0 both accept (MySQL 8.0.20+ prefers a row alias and warns;
@@ -39,6 +43,7 @@ import orjson
 from pymysql.constants import SERVER_STATUS
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer.db import packet
 from producer.events import ExecutionStatus, TriggerType
 
 TABLE = "report_executions"
@@ -109,17 +114,17 @@ def renderers(columns: tuple[str, ...], no_backslash_escapes: bool) -> tuple[Ren
     return tuple(_renderer(column, quote) for column in columns)
 
 
-def render_rows(
+def render_each(
     columns: tuple[str, ...], rows: Sequence[dict[str, Any]], no_backslash_escapes: bool = False
-) -> str:
-    """``(v, ...), (v, ...)``: the rows as SQL literals, in ``columns`` order."""
+) -> list[str]:
+    """``["(v, ...)", ...]``: each row as SQL literals, in ``columns`` order."""
     spec = tuple(zip(columns, renderers(columns, no_backslash_escapes), strict=True))
-    return ", ".join(
+    return [
         "("
         + ", ".join(["NULL" if (v := row[c]) is None else render(v) for c, render in spec])
         + ")"
         for row in rows
-    )
+    ]
 
 
 def from_db(column: str, value: Any) -> Any:
@@ -151,27 +156,49 @@ async def _no_backslash_escapes(conn: AsyncConnection) -> bool:
 
 
 async def lock_rows(
-    conn: AsyncConnection, columns: tuple[str, ...], keys: Sequence[str]
+    conn: AsyncConnection,
+    columns: tuple[str, ...],
+    keys: Sequence[str],
+    *,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Lock and read the rows of ``keys`` (``SELECT ... FOR UPDATE``), any number of keys.
+
+    As many statements as ``packet.runs`` needs to keep each under ``limit``
+    bytes (default: the connection's, consumer.db.packet).
+    """
+    if not keys:
+        return []
     quote = quoting(await _no_backslash_escapes(conn))
-    sql = (
-        f"SELECT {', '.join(columns)} FROM {TABLE} "
-        f"WHERE {KEY} IN ({', '.join([quote(k) for k in keys])}) ORDER BY {KEY} FOR UPDATE"
-    )
-    result = await conn.exec_driver_sql(sql)
-    return [
-        {column: from_db(column, value) for column, value in zip(columns, row, strict=True)}
-        for row in result.fetchall()
-    ]
+    head = f"SELECT {', '.join(columns)} FROM {TABLE} WHERE {KEY} IN ("
+    tail = f") ORDER BY {KEY} FOR UPDATE"
+    quoted = [quote(k) for k in keys]
+    found = []
+    limit = await _limit(conn, limit)
+    for run in packet.runs([*map(packet.utf8_len, quoted)], keys, len(head) + len(tail), limit):
+        result = await conn.exec_driver_sql(head + ", ".join(quoted[run]) + tail)
+        found += [
+            {column: from_db(column, value) for column, value in zip(columns, row, strict=True)}
+            for row in result.fetchall()
+        ]
+    return found
 
 
-async def tombstoned(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
+async def tombstoned(
+    conn: AsyncConnection, keys: Sequence[str], *, limit: int | None = None
+) -> set[str]:
     """Which of these executions were purged (have a row in ``purged_executions``)."""
     if not keys:
         return set()
     quote = quoting(await _no_backslash_escapes(conn))
-    sql = f"SELECT {KEY} FROM {TOMBSTONES} WHERE {KEY} IN ({', '.join([quote(k) for k in keys])})"
-    return {row[0] for row in (await conn.exec_driver_sql(sql)).fetchall()}
+    head = f"SELECT {KEY} FROM {TOMBSTONES} WHERE {KEY} IN ("
+    quoted = [quote(k) for k in keys]
+    found: set[str] = set()
+    limit = await _limit(conn, limit)
+    for run in packet.runs([*map(packet.utf8_len, quoted)], keys, len(head) + 1, limit):
+        result = await conn.exec_driver_sql(head + ", ".join(quoted[run]) + ")")
+        found |= {row[0] for row in result}
+    return found
 
 
 async def write_rows(
@@ -180,7 +207,28 @@ async def write_rows(
     rows: Sequence[dict[str, Any]],
     *,
     overwrite: bool,
+    limit: int | None = None,
 ) -> None:
-    values = render_rows(columns, rows, await _no_backslash_escapes(conn))
-    sql = insert_head(columns) + values + (upsert_tail(columns) if overwrite else "")
-    await conn.exec_driver_sql(sql)
+    """Insert (or, ``overwrite``, upsert) ``rows``, any number of them.
+
+    As many multi-row statements as keep each under ``limit`` bytes (default:
+    the connection's ``max_allowed_packet``, consumer.db.packet) and
+    ``packet.MAX_ROWS`` rows.
+
+    Raises:
+        RowTooLarge: a row that cannot fit one statement (its ``execution_id``).
+    """
+    if not rows:
+        return
+    head = insert_head(columns)
+    tail = upsert_tail(columns) if overwrite else ""
+    rendered = render_each(columns, rows, await _no_backslash_escapes(conn))
+    keys = [row[KEY] for row in rows]
+    limit = await _limit(conn, limit)
+    sizes = [*map(packet.utf8_len, rendered)]
+    for run in packet.runs(sizes, keys, len(head) + len(tail), limit):
+        await conn.exec_driver_sql(head + ", ".join(rendered[run]) + tail)
+
+
+async def _limit(conn: AsyncConnection, limit: int | None) -> int:
+    return limit if limit is not None else await packet.statement_limit(conn)

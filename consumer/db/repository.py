@@ -17,10 +17,16 @@ The pattern for every table is *lock, merge, write*:
 Placeholders (users, reports named by events before they are defined) are
 ``INSERT ... ON DUPLICATE KEY UPDATE key = key``: they never change a row, so
 they need no lock.
+
+Every statement is bounded by rows (``CHUNK``) and by bytes: the connection's
+``max_allowed_packet`` (consumer.db.packet). A row that cannot fit one
+statement is refused as ``RowTooLarge`` naming its key.
 """
 
 from __future__ import annotations
 
+import enum
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,9 +37,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.anomalies import report_conflicts
-from consumer.db import fastsql
+from consumer.db import fastsql, packet
 from consumer.db.models import PurgedExecution, Report, ReportExecution, User
-from consumer.errors import ConcurrentInsert, PoisonBatch, StorageError
+from consumer.errors import ConcurrentInsert, ConnectionLost, PoisonBatch, StorageError
 from consumer.fold import ExecutionFold, OutOfRange
 from consumer.retention import RetentionPolicy
 from producer.events import ReportCategory, ReportDefinedEvent, ReportType, definition_digest
@@ -42,7 +48,10 @@ USERS: Table = User.__table__  # type: ignore[assignment]
 REPORTS: Table = Report.__table__  # type: ignore[assignment]
 EXECUTIONS: Table = ReportExecution.__table__  # type: ignore[assignment]
 TOMBSTONES: Table = PurgedExecution.__table__  # type: ignore[assignment]
-CHUNK = 1000  # rows per statement: keeps statements well under max_allowed_packet
+CHUNK = packet.MAX_ROWS  # rows per statement; bytes are bounded too (consumer.db.packet)
+# bytes of a Core statement's own text around its values, at most (the reports
+# upsert, the longest, is ~700)
+CORE_TEXT = 2048
 DUPLICATE_KEY = 1062
 # Server error codes worth a retry: the database is busy, read-only for a
 # failover, shutting down, out of space, or the connection broke. Also a
@@ -51,12 +60,17 @@ DUPLICATE_KEY = 1062
 # those until an operator fixes them loses nothing; dead-lettering every batch
 # would. Client-side codes (2000-2999: can't connect, server gone, lost
 # connection) are always retried. Any other server error is about the rows
-# themselves: isolate them.
+# themselves: isolate them; among them 1153 (a packet over max_allowed_packet)
+# and 1301 (a value over it, MySQL's JSON): retrying the same rows cannot help.
 RETRIABLE_CODES = frozenset({
     1021, 1037, 1038, 1040, 1041, 1053, 1114, 1158, 1159, 1160, 1161, 1203, 1205,
     1213, 1226, 1290, 1317, 1792, 1836, 1927, 3024,
     1044, 1045, 1049, 1054, 1142, 1143, 1146, 1227,  # misconfigured: schema, privileges
 })  # fmt: skip
+# The connection dropped mid-statement (CR_SERVER_GONE_ERROR, CR_SERVER_LOST,
+# CR_SERVER_LOST_EXTENDED): an outage, or a statement the server hangs up on;
+# the writer probes the server to tell which (consumer.writer).
+CONNECTION_LOST_CODES = frozenset({2006, 2013, 2055})
 
 
 EXECUTION_COLUMNS = tuple(c.name for c in EXECUTIONS.columns if c.name != "id")
@@ -81,9 +95,37 @@ class WriteResult:
     out_of_range: tuple[tuple[str, OutOfRange], ...] = ()
 
 
-def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _literal_bytes(value: Any) -> int:
+    """At least the bytes of ``value`` as a literal in the driver's statement text.
+
+    Exact for text up to the quoting of ``%`` (counted twice); JSON is measured as
+    SQLAlchemy's JSON type serializes it by default (``json.dumps``).
+    """
+    if value is None:
+        return 4
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, dict | list):
+        value = json.dumps(value)
+    if isinstance(value, str):
+        return packet.utf8_len(fastsql.quoting(False)(value))
+    return 32  # numbers, booleans, times
+
+
+def key_runs(keys: Sequence[T], limit: int) -> Iterator[Sequence[T]]:
+    """``keys`` in runs whose ``IN (...)`` list keeps a statement under ``limit`` bytes."""
+    names = [str(k) for k in keys]
+    for run in packet.runs([*map(_literal_bytes, keys)], names, CORE_TEXT, limit):
+        yield keys[run]
+
+
+def _row_runs(
+    rows: Sequence[Mapping[str, Any]], key: str, limit: int
+) -> Iterator[Sequence[Mapping[str, Any]]]:
+    """``rows`` in runs whose ``VALUES`` list keeps a statement under ``limit`` bytes."""
+    sizes = [sum(_literal_bytes(v) + 2 for v in row.values()) + 2 for row in rows]
+    for run in packet.runs(sizes, [str(r[key]) for r in rows], CORE_TEXT, limit):
+        yield rows[run]
 
 
 def _error_code(exc: BaseException) -> int | None:
@@ -105,6 +147,8 @@ def classify(exc: BaseException) -> StorageError | PoisonBatch:
     error: StorageError | PoisonBatch
     if code == DUPLICATE_KEY:
         error = ConcurrentInsert(message)
+    elif code in CONNECTION_LOST_CODES:
+        error = ConnectionLost(f"database connection lost: {message}")
     elif code is not None and (code in RETRIABLE_CODES or 2000 <= code < 3000):
         error = StorageError(f"database unavailable or busy: {message}")
     elif code is None and isinstance(exc, DBAPIError | OSError | TimeoutError):
@@ -116,7 +160,12 @@ def classify(exc: BaseException) -> StorageError | PoisonBatch:
 
 
 async def _ensure_rows(
-    conn: AsyncConnection, table: Table, key: str, rows: list[dict[str, Any]]
+    conn: AsyncConnection,
+    table: Table,
+    key: str,
+    rows: list[dict[str, Any]],
+    *,
+    limit: int | None = None,
 ) -> int:
     """Insert placeholder rows that do not exist yet; never touch (or lock) existing ones.
 
@@ -125,39 +174,54 @@ async def _ensure_rows(
     insert of the missing ones is a no-op upsert in case another writer wins
     the race. Returns how many were missing.
     """
+    if not rows:
+        return 0
+    limit = await packet.statement_limit(conn, limit)
     wanted = {r[key]: r for r in rows}
     existing: set[Any] = set()
-    for part in chunks(sorted(wanted)):
+    for part in key_runs(sorted(wanted), limit):
         query = select(table.c[key]).where(table.c[key].in_(part))
         existing.update((await conn.execute(query)).scalars())
     missing = [wanted[k] for k in sorted(wanted) if k not in existing]
-    for part in chunks(missing):
-        stmt = mysql_insert(table).values(list(part))
+    for rows_part in _row_runs(missing, key, limit):
+        stmt = mysql_insert(table).values(list(rows_part))
         await conn.execute(stmt.on_duplicate_key_update({key: table.c[key]}))
     return len(missing)
 
 
-async def _insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
-    for part in chunks(rows):
+async def _insert(
+    conn: AsyncConnection, table: Table, key: str, rows: list[dict[str, Any]], limit: int
+) -> None:
+    for part in _row_runs(rows, key, limit):
         await conn.execute(table.insert().values(list(part)))
 
 
 async def _overwrite(
-    conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], columns: Iterable[str]
+    conn: AsyncConnection,
+    table: Table,
+    key: str,
+    rows: list[dict[str, Any]],
+    columns: Iterable[str],
+    limit: int,
 ) -> None:
     """Bulk update of rows this transaction holds locked: INSERT .. ON DUPLICATE KEY UPDATE."""
     columns = list(columns)
-    for part in chunks(rows):
+    for part in _row_runs(rows, key, limit):
         stmt = mysql_insert(table).values(list(part))
         await conn.execute(stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in columns}))
 
 
 async def _lock(
-    conn: AsyncConnection, table: Table, key: str, ids: Iterable[str], columns: Sequence[str]
+    conn: AsyncConnection,
+    table: Table,
+    key: str,
+    ids: Iterable[str],
+    columns: Sequence[str],
+    limit: int,
 ) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     cols = [table.c[c] for c in columns]
-    for part in chunks(sorted(ids)):
+    for part in key_runs(sorted(ids), limit):
         query = select(*cols).where(table.c[key].in_(part)).order_by(table.c[key]).with_for_update()
         for row in (await conn.execute(query)).mappings():
             found[row[key]] = dict(row)
@@ -188,9 +252,12 @@ def _newer(event: ReportDefinedEvent, row: Mapping[str, Any] | None) -> tuple[bo
 
 
 async def write_reports(
-    conn: AsyncConnection, definitions: Mapping[str, ReportDefinedEvent], referenced: Iterable[str]
+    conn: AsyncConnection,
+    definitions: Mapping[str, ReportDefinedEvent],
+    referenced: Iterable[str],
+    limit: int,
 ) -> tuple[dict[str, tuple[ReportType | None, ReportCategory | None]], int, int]:
-    """Apply report definitions (greatest (version, time, id) wins) and placeholders.
+    """Apply report definitions (greatest (version, time, id, digest) wins) and placeholders.
 
     Only reports defined in this batch are locked; reports merely referenced
     by executions are read without locks. Returns each touched report's
@@ -200,6 +267,7 @@ async def write_reports(
     stored = await _lock(
         conn, REPORTS, "report_id", definitions,
         ["report_id", *DEFINITION_COLUMNS, "defined_at", "definition_event_id"],
+        limit,
     )  # fmt: skip
     kinds = {rid: (row["report_type"], row["category"]) for rid, row in stored.items()}
     fresh: list[dict[str, Any]] = []
@@ -213,20 +281,21 @@ async def write_reports(
             continue
         (fresh if row is None else replace).append(_definition_row(event))
         kinds[rid] = (event.data.report_type, event.data.category)
-    await _insert(conn, REPORTS, fresh)
+    await _insert(conn, REPORTS, "report_id", fresh, limit)
     await _overwrite(
-        conn, REPORTS, replace, [*DEFINITION_COLUMNS, "defined_at", "definition_event_id"]
-    )
+        conn, REPORTS, "report_id", replace,
+        [*DEFINITION_COLUMNS, "defined_at", "definition_event_id"], limit,
+    )  # fmt: skip
     others = sorted(set(referenced) - kinds.keys())
     columns = (REPORTS.c.report_id, REPORTS.c.report_type, REPORTS.c.category)
-    for part in chunks(others):
+    for part in key_runs(others, limit):
         for rid, report_type, category in await conn.execute(
             select(*columns).where(REPORTS.c.report_id.in_(part))
         ):
             kinds[rid] = (report_type, category)
     missing = [rid for rid in others if rid not in kinds]
     created = await _ensure_rows(
-        conn, REPORTS, "report_id", [{"report_id": r, "name": r} for r in missing]
+        conn, REPORTS, "report_id", [{"report_id": r, "name": r} for r in missing], limit=limit
     )
     kinds.update(dict.fromkeys(missing, (None, None)))
     return kinds, len(fresh) + len(replace), created
@@ -237,6 +306,8 @@ async def write_batch(
     executions: Mapping[str, ExecutionFold],
     definitions: Mapping[str, ReportDefinedEvent],
     policy: RetentionPolicy,
+    *,
+    max_statement_bytes: int | None = None,
 ) -> WriteResult:
     """Merge one batch into the database inside the caller's transaction.
 
@@ -245,21 +316,26 @@ async def write_batch(
     "The fold" and "Retention"). Only a tombstone (``purged_executions``) stops
     an execution; rows past retention go when the purge (or a replay's final
     sweep) runs.
+
+    ``max_statement_bytes`` replaces the connection's statement limit (its
+    ``max_allowed_packet``, consumer.db.packet).
+
+    Raises:
+        RowTooLarge: a row that cannot fit one statement; anything the driver raises.
     """
+    limit = await packet.statement_limit(conn, max_statement_bytes)
     users = {f.value("started_by") for f in executions.values()}
     for event in definitions.values():
         users |= {event.data.created_by, event.data.last_modified_by}
     users.discard(None)
-    await _ensure_rows(conn, USERS, "id", [{"id": u} for u in users])
+    await _ensure_rows(conn, USERS, "id", [{"id": u} for u in users], limit=limit)
 
     stored: dict[str, dict[str, Any]] = {}
-    for keys in chunks(sorted(executions)):
-        for locked in await fastsql.lock_rows(conn, EXECUTION_COLUMNS, keys):
-            stored[locked["execution_id"]] = locked
+    for locked in await fastsql.lock_rows(conn, EXECUTION_COLUMNS, sorted(executions), limit=limit):
+        stored[locked["execution_id"]] = locked
     # executions without a row that the purge deleted: never again (CONTRACT.md)
-    purged: set[str] = set()
-    for keys in chunks(sorted(eid for eid in executions if eid not in stored)):
-        purged |= await fastsql.tombstoned(conn, keys)
+    absent = sorted(eid for eid in executions if eid not in stored)
+    purged = await fastsql.tombstoned(conn, absent, limit=limit)
     merged: dict[str, ExecutionFold] = {}
     for eid, fold in executions.items():
         row = stored.get(eid)
@@ -271,7 +347,7 @@ async def write_batch(
             merged[eid] = ExecutionFold.from_row(row)
             merged[eid].merge(fold)
     kinds, defined, placeholders = await write_reports(
-        conn, definitions, {f.value("report_id") for f in merged.values()}
+        conn, definitions, {f.value("report_id") for f in merged.values()}, limit
     )
 
     fresh: list[dict[str, Any]] = []
@@ -284,10 +360,8 @@ async def write_batch(
             report_id=report_id, execution_id=eid,
         )  # fmt: skip
         (replace if eid in stored else fresh).append(fold.to_row(period))
-    for rows in chunks(fresh):
-        await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=False)
-    for rows in chunks(replace):
-        await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=True)
+    await fastsql.write_rows(conn, EXECUTION_COLUMNS, fresh, overwrite=False, limit=limit)
+    await fastsql.write_rows(conn, EXECUTION_COLUMNS, replace, overwrite=True, limit=limit)
     conflicts = tuple((eid, i) for eid, fold in merged.items() for i in sorted(fold.conflicts))
     ranged = tuple((eid, o) for eid, fold in merged.items() for o in sorted(fold.out_of_range))
     return WriteResult(

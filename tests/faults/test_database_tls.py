@@ -12,6 +12,7 @@ that says why, no traceback, never the password.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -57,10 +58,12 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-def assert_one_clear_line(done: subprocess.CompletedProcess[str], *expected: str) -> str:
-    """Exit 1, no traceback, no password, and one stderr line saying ``expected``."""
+def assert_one_clear_line(
+    done: subprocess.CompletedProcess[str], *expected: str, code: int = 1
+) -> str:
+    """Exit ``code``, no traceback, no password, and one stderr line saying ``expected``."""
     output = done.stdout + done.stderr
-    assert done.returncode == 1, output
+    assert done.returncode == code, output
     assert "Traceback" not in output
     assert PASSWORD not in output
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -124,7 +127,7 @@ def test_without_tls_the_server_refuses_in_one_line(tls_db: SecureDatabase) -> N
         run_cli("migrate", env=plain), "cannot connect to database", "access denied",
         "EXECTRACK_DATABASE__SSL_MODE", f":***@{tls_db.host}:{tls_db.port}",
     )  # fmt: skip
-    assert line.startswith("Error: ")
+    assert json.loads(line)["event"] == "connect_failed"  # a log event: stderr is not a TTY
     # consume stops at once too (credentials and TLS are not retried): one JSON log line
     done = run_cli("consume", env={**plain, "EXECTRACK_LOG_FORMAT": "json"})
     line = assert_one_clear_line(done, '"event": "connect_failed"', '"service": "database"')
@@ -139,5 +142,8 @@ def test_wrong_ca_fails_verification_in_one_line(tls_db: SecureDatabase) -> None
     )  # fmt: skip
     for extra in ({"EXECTRACK_DATABASE__SSL_CERT": tls_db.client_cert},):  # a setting mistake
         assert_one_clear_line(
-            run_cli("migrate", env={**env, **extra}), "invalid settings", "go together"
+            run_cli("migrate", env={**env, **extra}),
+            '"invalid_settings"',
+            "go together",
+            code=2,  # a usage error
         )

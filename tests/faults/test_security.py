@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.kafka import reader
 from producer.settings import KafkaSettings
 from tests.conftest import Topics
 from tests.faults.secure_broker import PASSWORD, USER, SecureBroker, available, secure_broker
@@ -110,7 +111,7 @@ async def publish(kafka: KafkaSettings, messages: list[Any]) -> list[Sent]:
 
 async def positions(kafka: KafkaSettings, topic: str, group: str) -> tuple[int, int, list[Any]]:
     """(sum of end offsets, sum of the group's committed offsets, records of ``topic``)."""
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka.client_kwargs())
+    consumer = reader(enable_auto_commit=False, **kafka.client_kwargs())
     await consumer.start()
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()

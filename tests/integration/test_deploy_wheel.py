@@ -67,7 +67,7 @@ async def test_wheel_installs_and_migrates(tmp_path: Path, scratch_database: str
     out = await asyncio.to_thread(
         run, venv / "bin" / "exectrack-consumer", "migrate", cwd=tmp_path, env=env
     )
-    assert "migrating" in out
+    assert '"event": "migrated"' in out
 
     engine = create_engine(DatabaseSettings(), url=scratch_database)
     try:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db import fastsql
+from consumer.db import fastsql, packet
 from consumer.db.repository import EXECUTION_COLUMNS, REPORTS, USERS, _ensure_rows
 from producer.events import ExecutionStatus, TriggerType
 
@@ -84,3 +84,35 @@ async def test_hostile_text_round_trips(db: AsyncEngine, no_backslash: bool) -> 
 async def test_any_text_round_trips(db: AsyncEngine, no_backslash: bool, notes: list[str]) -> None:
     rows = [row(f"x{n}-{note}".rstrip(), note) for n, note in enumerate(notes)]
     await round_trip(db, rows, no_backslash=no_backslash)
+
+
+@pytest.mark.parametrize("no_backslash", [False, True], ids=["default", "no_backslash_escapes"])
+async def test_many_statements_under_a_small_limit_round_trip(
+    db: AsyncEngine, no_backslash: bool
+) -> None:
+    """A 4,096-byte limit splits the 60 rows over many statements; nothing changes."""
+    rows = [row(f"split-{n}-" + HOSTILE[n % len(HOSTILE)], HOSTILE[n % len(HOSTILE)] * 20)
+            for n in range(60)]  # fmt: skip
+    async with db.begin() as conn:
+        if no_backslash:
+            await conn.execute(text(NO_BACKSLASH_MODE))
+        await _ensure_rows(conn, USERS, "id", [{"id": 7}], limit=4096)
+        await _ensure_rows(
+            conn, REPORTS, "report_id", [{"report_id": "rep-fastsql", "name": "r"}], limit=4096
+        )
+        await conn.execute(text("DELETE FROM report_executions WHERE report_id = 'rep-fastsql'"))
+        ids = [r["execution_id"] for r in rows]
+        await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=False, limit=4096)
+        stored = await fastsql.lock_rows(conn, EXECUTION_COLUMNS, ids, limit=4096)
+        assert sorted_rows(stored) == sorted_rows(rows)
+        assert await fastsql.tombstoned(conn, ids, limit=4096) == set()
+        if no_backslash:
+            await conn.execute(text("SET SESSION sql_mode = DEFAULT"))
+
+
+async def test_the_limit_is_the_servers_max_allowed_packet(db: AsyncEngine) -> None:
+    async with db.connect() as conn:
+        server = int(await conn.scalar(text("SELECT @@max_allowed_packet")))
+        assert await packet.max_allowed_packet(conn) == server
+        assert await packet.statement_limit(conn) == server - packet.PROTOCOL_SLACK
+        assert await packet.statement_limit(conn, 5000) == 5000

@@ -10,10 +10,11 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
+from consumer.kafka import reader
 from producer.errors import PublishError
 from producer.events import (
     CONTENT_TYPE,
@@ -45,7 +46,7 @@ def settings_for(topics: Topics) -> KafkaSettings:
 
 async def messages_on(topics: Topics, *, at_least: int, wait_s: float = 60) -> list[Any]:
     """Every record of the topic (fresh per test), reading until the end offsets."""
-    consumer = AIOKafkaConsumer(
+    consumer = reader(
         bootstrap_servers=topics.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()

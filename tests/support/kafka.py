@@ -7,9 +7,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+
+from consumer.kafka import reader
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ async def publish(
 
 async def read_all(bootstrap: str, topic: str, *, timeout_s: float = 30) -> list[Any]:
     """Every record currently in ``topic`` (up to the end offsets at call time)."""
-    consumer = AIOKafkaConsumer(
+    consumer = reader(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
@@ -70,7 +72,7 @@ async def read_all(bootstrap: str, topic: str, *, timeout_s: float = 30) -> list
 
 async def committed_lag(bootstrap: str, topic: str, group_id: str) -> int:
     """Sum over partitions of end offset - committed offset of ``group_id``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = reader(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
         partitions = await partitions_of(bootstrap, topic)

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from consumer.db.repository import classify
-from consumer.errors import ConcurrentInsert, PoisonBatch, StorageError
+from consumer.errors import ConcurrentInsert, ConnectionLost, PoisonBatch, StorageError
 
 
 def wrapped(kind: type[DBAPIError], code: int, message: str) -> Exception:
@@ -26,7 +26,23 @@ def wrapped(kind: type[DBAPIError], code: int, message: str) -> Exception:
         (wrapped(OperationalError, 1213, "Deadlock found"), StorageError),
         (wrapped(OperationalError, 1205, "Lock wait timeout exceeded"), StorageError),
         (wrapped(OperationalError, 2003, "Can't connect to MySQL server"), StorageError),
-        (wrapped(OperationalError, 2013, "Lost connection to MySQL server"), StorageError),
+        # lost mid-statement: retried, and the writer probes the server (consumer.writer)
+        (wrapped(OperationalError, 2013, "Lost connection to MySQL server"), ConnectionLost),
+        (wrapped(OperationalError, 2006, "MySQL server has gone away"), ConnectionLost),
+        (wrapped(OperationalError, 2055, "Lost connection to server at 'reading'"), ConnectionLost),
+        # a packet (statement) or a value over max_allowed_packet: the rows, not the server
+        (
+            wrapped(OperationalError, 1153, "Got a packet bigger than 'max_allowed_packet'"),
+            PoisonBatch,
+        ),
+        (
+            wrapped(
+                OperationalError,
+                1301,
+                "Result of json_binary::serialize() was larger than max_allowed_packet",
+            ),
+            PoisonBatch,
+        ),
         (wrapped(OperationalError, 1290, "--read-only"), StorageError),
         (wrapped(OperationalError, 1644, "refused by trigger"), PoisonBatch),
         (wrapped(OperationalError, 1366, "Incorrect string value"), PoisonBatch),
@@ -50,4 +66,5 @@ def test_classification(error: Exception, expected: type[Exception]) -> None:
 
 def test_retriable_flag_is_what_the_loop_reads() -> None:
     assert classify(wrapped(OperationalError, 1213, "Deadlock")).retriable
+    assert classify(wrapped(OperationalError, 2013, "Lost connection")).retriable
     assert not classify(wrapped(OperationalError, 1644, "no")).retriable

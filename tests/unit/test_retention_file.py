@@ -3,6 +3,8 @@ and the environment overrides the file key by key."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -132,8 +134,10 @@ def test_every_command_fails_at_start_with_one_line(tmp_path: Path, command: lis
     path.write_text('[default]\ncompleted = "30d"\n[report_types.nope]\nfailed = "1d"\n')
     result = CliRunner().invoke(main, command, env={"EXECTRACK_RETENTION_FILE": str(path)})
     assert result.exit_code == 1
-    assert result.output.startswith(f"Error: {path}:3: unknown report_type 'nope' (known: ")
     assert result.output.count("\n") == 1
+    failed = json.loads(result.output)  # stderr is not a terminal: one JSON log event
+    assert failed["event"] == "command_failed"
+    assert failed["error"].startswith(f"{path}:3: unknown report_type 'nope' (known: ")
 
 
 def test_retention_check_command(tmp_path: Path) -> None:
@@ -144,9 +148,14 @@ def test_retention_check_command(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[holds]\nreports = [1]\n")
     result = CliRunner().invoke(main, ["retention", "check", str(bad)])
-    assert (result.exit_code, result.output) == (
-        1, f"Error: {bad}:2: [holds] reports must be a list of non-empty ids\n",
-    )  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert json.loads(result.output)["error"] == (
+        f"{bad}:2: [holds] reports must be a list of non-empty ids"
+    )
+
+
+PYTHONPATH = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}  # a worktree's copy
 
 
 def test_the_real_process_prints_no_traceback(tmp_path: Path) -> None:
@@ -154,7 +163,18 @@ def test_the_real_process_prints_no_traceback(tmp_path: Path) -> None:
     path.write_text('[default]\ncompleted = "-1d"\n')
     proc = subprocess.run(
         [str(CONSUMER), "consume"], capture_output=True, text=True, timeout=60, check=False,
-        env={"PATH": "/usr/bin:/bin", "EXECTRACK_RETENTION_FILE": str(path)},
+        env={"PATH": "/usr/bin:/bin", "EXECTRACK_RETENTION_FILE": str(path), **PYTHONPATH},
     )  # fmt: skip
     assert proc.returncode == 1
-    assert proc.stderr == f"Error: {path}:2: [default] completed: negative period '-1d'\n"
+    assert proc.stderr.count("\n") == 1
+    failed = json.loads(proc.stderr)
+    assert failed["error"] == f"{path}:2: [default] completed: negative period '-1d'"
+    assert failed["level"] == "error"
+    assert "exception" not in failed
+    console = subprocess.run(  # on a terminal's format: click's line, as before
+        [str(CONSUMER), "consume"], capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin", "EXECTRACK_RETENTION_FILE": str(path),
+             "EXECTRACK_LOG_FORMAT": "console", **PYTHONPATH},
+    )  # fmt: skip
+    assert console.returncode == 1
+    assert console.stderr == f"Error: {path}:2: [default] completed: negative period '-1d'\n"
