@@ -2,7 +2,7 @@
 
 Both are producer mistakes the consumer absorbs without losing the event
 (docs/events.md): two different events sent under one id (ordered by digest),
-and optional data times outside the columns' range (saturated or not stored).
+and optional data values outside their columns' range (saturated or not stored).
 Each is one metric increment and one JSON log line naming the execution (or
 report) and the event id. Called after a write committed (consumer.writer),
 or when a batch is decoded (consumer.batch, report definitions).
@@ -11,6 +11,8 @@ or when a batch is decoded (consumer.batch, report definitions).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -32,16 +34,20 @@ def report_conflicts(conflicts: Iterable[tuple[str, str]], key: str = "execution
         log.warning("event_id_conflict", **{key: owner}, id=event_id)
 
 
+def _shown(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
 def report_out_of_range(found: Iterable[tuple[str, OutOfRange]]) -> None:
-    """Count and log each optional data time outside the columns' range
-    (consumer.fold.storable_time: retention_until saturated, start/end_time dropped)."""
+    """Count and log each optional data value outside its column's range
+    (consumer.fold.storable: retention_until saturated, the others not stored)."""
     for execution_id, (name, event_id, sent, stored) in found:
-        metrics.TIMES_OUT_OF_RANGE.labels(field=name).inc()
+        metrics.FIELDS_OUT_OF_RANGE.labels(field=name).inc()
         log.warning(
-            "time_out_of_range",
+            "field_out_of_range",
             execution_id=execution_id,
             id=event_id,
             field=name,
-            sent=sent.isoformat(),
-            stored=None if stored is None else stored.isoformat(),
+            sent=_shown(sent),
+            stored=_shown(stored),
         )

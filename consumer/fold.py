@@ -35,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from producer.events import (
+    MAX_BIGINT,
+    MAX_INT_ID,
     MAX_TIME,
     MIN_TIME,
     TERMINAL_STATUSES,
@@ -43,7 +45,7 @@ from producer.events import (
 )
 
 OrderKey = tuple[int, int, datetime, str, str]
-OutOfRange = tuple[str, str, datetime, datetime | None]  # field, event id, sent, taken
+OutOfRange = tuple[str, str, Any, Any]  # field, event id, value sent, value taken (or None)
 
 # Fields an event may carry; each is merged on its own (report_id is required on
 # every event, so its winner is the overall greatest K).
@@ -65,15 +67,18 @@ CARRIED_FIELDS: tuple[str, ...] = (
 _CARRIED = frozenset(CARRIED_FIELDS)
 SATURATED_TIMES = frozenset({"retention_until"})
 DROPPED_TIMES = frozenset({"start_time", "end_time"})
-_RANGED = SATURATED_TIMES | DROPPED_TIMES
+_LARGEST = {"duration_ms": MAX_BIGINT, "records_processed": MAX_BIGINT,
+            "output_size_bytes": MAX_BIGINT, "started_by": MAX_INT_ID}  # fmt: skip
+_RANGED = SATURATED_TIMES | DROPPED_TIMES | _LARGEST.keys()
 
 
-def storable_time(name: str, value: datetime) -> datetime | None:
-    """What the fold takes from an event's optional ``data`` time ``name``.
+def storable(name: str, value: Any) -> Any:
+    """What the fold takes from an event's optional ``data`` field ``name`` whose
+    column cannot hold every value the contract allows (docs/events.md, "Values
+    outside the columns' range"). Inside the column's range, the value as sent.
 
-    The columns are ``TIMESTAMP(6)``: MIN_TIME..MAX_TIME (1970-01-01T00:00:01Z ..
-    2038-01-19T03:14:07.999999Z, docs/schema.md). Inside, the value as sent.
-    Outside (docs/events.md, "Times outside the columns' range"):
+    Times: the columns are ``TIMESTAMP(6)``, MIN_TIME..MAX_TIME
+    (1970-01-01T00:00:01Z .. 2038-01-19T03:14:07.999999Z, docs/schema.md):
 
     - ``retention_until`` saturates: after MAX_TIME it is held until the
       column's end (a 25-year compliance hold stays a hold); before MIN_TIME it
@@ -82,14 +87,20 @@ def storable_time(name: str, value: datetime) -> datetime | None:
       run started or ended cannot be before 1970 or after 2038 on a correct
       clock, and a clamped value would make up a duration and a retention base.
 
+    Integers: a count above ``MAX_BIGINT`` (``BIGINT``) or a ``started_by``
+    above ``MAX_INT_ID`` (``INT``) counts as not carried (a saturated count or
+    user id would be made up).
+
     Applied per event before the merge, so the stored state, and every row
     derived from it, is the same whatever the batching (CONTRACT.md, "The fold").
     """
-    if MIN_TIME <= value <= MAX_TIME:
-        return value
-    if name in SATURATED_TIMES:
-        return MAX_TIME if value > MAX_TIME else MIN_TIME
-    return None
+    if isinstance(value, datetime):
+        if MIN_TIME <= value <= MAX_TIME:
+            return value
+        if name in SATURATED_TIMES:
+            return MAX_TIME if value > MAX_TIME else MIN_TIME
+        return None
+    return value if value <= _LARGEST[name] else None
 
 
 STATUS = "status"
@@ -109,7 +120,7 @@ class ExecutionFold:
     values: dict[str, tuple[OrderKey, Any]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # event id -> digest seen
     conflicts: set[str] = field(default_factory=set)  # ids seen with two digests
-    # (field, event id, value sent, value taken or None) for out-of-range times
+    # (field, event id, value sent, value taken or None) for out-of-range values
     out_of_range: set[OutOfRange] = field(default_factory=set)
 
     @classmethod
@@ -157,7 +168,7 @@ class ExecutionFold:
                 continue
             value = fields[name]
             if value is not None and name in _RANGED:
-                taken = storable_time(name, value)
+                taken = storable(name, value)
                 if taken is not value:
                     self.out_of_range.add((name, event.id, value, taken))
                 value = taken

@@ -53,10 +53,10 @@ EVENT_ID_CONFLICTS = Counter(
     "exectrack_event_id_conflicts_total",
     "Event ids seen with two different contents (same id, different digest) in a write.",
 )
-TIMES_OUT_OF_RANGE = Counter(
-    "exectrack_times_out_of_range_total",
-    "Optional data times outside TIMESTAMP's range, by field: retention_until saturated, "
-    "start_time/end_time not stored (docs/events.md).",
+FIELDS_OUT_OF_RANGE = Counter(
+    "exectrack_fields_out_of_range_total",
+    "Optional data values outside their column's range, by field: retention_until "
+    "saturated, the others (times, counts, started_by) not stored (docs/events.md).",
     ["field"],
 )
 BATCH_SIZE = Histogram(

@@ -137,7 +137,7 @@ AnyUtcTime = Annotated[
 For the optional ``data`` times (``start_time``, ``end_time``,
 ``retention_until``): a value outside the ``TIMESTAMP(6)`` range does not
 refuse the event (its status and other fields still count); the consumer's
-fold decides what is stored (``consumer.fold.storable_time``; docs/events.md,
+fold decides what is stored (``consumer.fold.storable``; docs/events.md,
 "Times outside the columns' range"). The event itself, and what it carries on
 the topic, keep the value as sent.
 """
@@ -147,6 +147,16 @@ Count = Annotated[int, Field(strict=True, ge=0, le=MAX_BIGINT)]
 
 UserId = Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID)]
 """A ``users.id`` (``INT``); an unknown id gets a placeholder user row."""
+
+AnyCount = Annotated[int, Field(strict=True, ge=0)]
+"""A JSON integer >= 0 of any size: an execution's optional counts. Above
+``MAX_BIGINT`` it does not refuse the event; the fold does not store it
+(``consumer.fold.storable``). Above 2**64 orjson reads a JSON number as a float,
+which is refused like any non-integer."""
+
+AnyUserId = Annotated[int, Field(strict=True, ge=1)]
+"""An execution's ``started_by``: a user id >= 1; above ``MAX_INT_ID`` (``INT``)
+the fold does not store it (``consumer.fold.storable``)."""
 
 
 def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from pydantic_core import PydanticCustomError
 from producer._fields import (
     DATA_CONTENT_TYPE,
     MAX_INT_ID,
+    AnyCount,
+    AnyUserId,
     AnyUtcTime,
     Count,
     Identifier,
@@ -132,12 +134,12 @@ class ExecutionData(BaseModel):
     report_id: Identifier
     sequence: Count | None = Field(None, description="Per execution, increasing.")
     trigger_type: TriggerType | None = None
-    started_by: UserId | None = Field(None, description="users.id (integer).")
+    started_by: AnyUserId | None = Field(None, description="users.id (integer).")
     start_time: AnyUtcTime | None = None
     end_time: AnyUtcTime | None = None
-    duration_ms: Count | None = None
-    records_processed: Count | None = None
-    output_size_bytes: Count | None = None
+    duration_ms: AnyCount | None = None
+    records_processed: AnyCount | None = None
+    output_size_bytes: AnyCount | None = None
     execution_parameters: JsonObject | None = None
     result_summary: JsonObject | None = None
     error_details: JsonObject | None = None

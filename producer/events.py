@@ -21,7 +21,7 @@ user ids ``INT``, times ``TIMESTAMP(6)`` (UTC, microseconds, 1970..2038: an
 envelope ``time`` outside is rejected with ``time_out_of_range``; the optional
 ``data`` times are accepted in any year and the consumer's fold saturates
 ``retention_until`` and drops ``start_time``/``end_time`` outside the range,
-``consumer.fold.storable_time``), JSON fields ``JSON`` (at most 64 KiB
+``consumer.fold.storable``), JSON fields ``JSON`` (at most 64 KiB
 serialized). Sub-microsecond digits of a time are truncated. Integers beyond
 64 bits inside JSON fields become floats (orjson semantics). Run ``python -m producer.schema --write
 docs/schema/events.schema.json`` to export the JSON Schema for other languages.
@@ -51,6 +51,8 @@ from producer._fields import (
     MAX_TIME,
     MIN_TIME,
     SPECVERSION,
+    AnyCount,
+    AnyUserId,
     AnyUtcTime,
     Count,
     Identifier,
@@ -103,6 +105,8 @@ __all__ = [
     "SPECVERSION",
     "STATUS_OF",
     "TERMINAL_STATUSES",
+    "AnyCount",
+    "AnyUserId",
     "AnyUtcTime",
     "CloudProvider",
     "Count",

@@ -6,7 +6,7 @@ connection pins ``time_zone = '+00:00'`` (consumer.db.engine) and Python only ev
 sees aware UTC datetimes. Its range is 1970-01-01 00:00:01 to 2038-01-19
 03:14:07.999999 UTC (docs/schema.md, "The 2038 limit"): the event contract
 refuses an envelope time outside it, and the fold saturates or drops the
-optional data times outside it (consumer.fold.storable_time).
+optional data times outside it (consumer.fold.storable).
 
 ``enum_of`` stores a ``StrEnum`` by *value* as a native MySQL ENUM, so the
 database and the event contract share one list of values (producer.events).

@@ -203,9 +203,9 @@ async def test_structured_message_with_ce_headers_is_read_as_structured(
 
 
 # ------------------------------------------------------- 8: times outside the columns
-def times_out_of_range(field: str) -> float:
+def fields_out_of_range(field: str) -> float:
     labels = {"field": field}
-    return REGISTRY.get_sample_value("exectrack_times_out_of_range_total", labels) or 0.0
+    return REGISTRY.get_sample_value("exectrack_fields_out_of_range_total", labels) or 0.0
 
 
 async def test_retention_until_beyond_2038_keeps_the_terminal_status(
@@ -221,7 +221,7 @@ async def test_retention_until_beyond_2038_keeps_the_terminal_status(
     raw = orjson.loads(to_json(started))
     raw.update(id="e8-2", type="exectrack.execution.completed", time=now.isoformat())
     raw["data"].update(sequence=2, retention_until="2050-01-01T00:00:00Z")
-    before = times_out_of_range("retention_until")
+    before = fields_out_of_range("retention_until")
     sent = await publish(
         topics.bootstrap, topics.topic,
         [message(started), (b"exec-8", orjson.dumps(raw), kafka_headers(started))],
@@ -230,7 +230,7 @@ async def test_retention_until_beyond_2038_keeps_the_terminal_status(
     await consume(topics, database_url, db, 2)
     row = (await table(db))["exec-8"]
     assert (row["status"], row["retention_until"]) == ("completed", MAX_TIME)
-    assert times_out_of_range("retention_until") == before + 1
+    assert fields_out_of_range("retention_until") == before + 1
     assert await read_all(topics.bootstrap, topics.dlq, timeout_s=2) == []
 
 

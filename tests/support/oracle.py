@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from producer.events import MAX_TIME, MIN_TIME, ExecutionEvent
+from producer.events import MAX_BIGINT, MAX_INT_ID, MAX_TIME, MIN_TIME, ExecutionEvent
 
 FIELDS = (
     "report_id",
@@ -35,11 +35,17 @@ def k(event: ExecutionEvent) -> tuple[int, int, datetime, str, str]:
     return (event.rank, -1 if seq is None else seq, event.time, event.id, event.digest)
 
 
+LARGEST = {"duration_ms": MAX_BIGINT, "records_processed": MAX_BIGINT,
+           "output_size_bytes": MAX_BIGINT, "started_by": MAX_INT_ID}  # fmt: skip
+
+
 def carried(event: ExecutionEvent, name: str) -> Any:
-    """The value of ``name`` the event carries, as docs/events.md says a data time
-    outside 1970..2038 is taken: retention_until held at the column's ends,
-    start_time/end_time not carried."""
+    """The value of ``name`` the event carries, as docs/events.md says a value
+    outside its column is taken: retention_until held at the column's ends,
+    start_time/end_time outside 1970..2038 and integers above BIGINT/INT not carried."""
     value = getattr(event.data, name)
+    if name in LARGEST and value is not None:
+        return value if value <= LARGEST[name] else None
     if name not in ("start_time", "end_time", "retention_until") or value is None:
         return value
     if MIN_TIME <= value <= MAX_TIME:

@@ -139,11 +139,11 @@ def execution_events(draw: st.DrawFn) -> list[ExecutionEvent]:
                 optional={
                     "sequence": st.integers(0, 4),
                     "trigger_type": st.sampled_from(["manual", "scheduled", "api", "webhook"]),
-                    "started_by": st.integers(1, 3),
+                    "started_by": st.one_of(st.integers(1, 3), st.just(2**31)),
                     "start_time": data_times,
                     "end_time": data_times,
                     "duration_ms": st.integers(0, 10),
-                    "records_processed": st.integers(0, 10),
+                    "records_processed": st.one_of(st.integers(0, 10), st.just(2**63)),
                     "output_size_bytes": st.integers(0, 10),
                     "execution_parameters": json_objects,
                     "result_summary": json_objects,
@@ -345,4 +345,17 @@ def test_start_and_end_time_outside_the_range_are_not_carried() -> None:
     assert {(name, taken) for name, _, _, taken in fold.out_of_range} == {
         ("start_time", None),
         ("end_time", None),
+    }
+
+
+def test_integers_beyond_their_columns_are_not_carried() -> None:
+    """records_processed above BIGINT, started_by above INT: the status still counts."""
+    started = ev(EventType.STARTED, 1, sequence=1, records_processed=5, started_by=7)
+    done = ev(EventType.COMPLETED, 2, sequence=2, records_processed=2**63, started_by=2**31)
+    fold = fold_all([done, started])
+    row = fold.to_row(PERIOD)
+    assert (row["status"], row["records_processed"], row["started_by"]) == ("completed", 5, 7)
+    assert fold.out_of_range == {
+        ("records_processed", done.id, 2**63, None),
+        ("started_by", done.id, 2**31, None),
     }
