@@ -138,7 +138,7 @@ For the optional ``data`` times (``start_time``, ``end_time``,
 ``retention_until``): a value outside the ``TIMESTAMP(6)`` range does not
 refuse the event (its status and other fields still count); the consumer's
 fold decides what is stored (``consumer.fold.storable``; docs/events.md,
-"Times outside the columns' range"). The event itself, and what it carries on
+"Values outside the columns' range"). The event itself, and what it carries on
 the topic, keep the value as sent.
 """
 
