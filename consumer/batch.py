@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumer.anomalies import report_conflicts
 from consumer.dlq import DeadLetter
 from consumer.fold import ExecutionFold, fold_events
 from producer.errors import InvalidEvent
@@ -92,7 +93,13 @@ class Decoder:
                 rid = event.data.report_id
                 sources.setdefault(("report", rid), []).append(record)
                 current = definitions.get(rid)
-                if current is None or event.order_key > current.order_key:
+                if current is None:
+                    definitions[rid] = event
+                    continue
+                key, other = event.order_key, current.order_key
+                if key[:3] == other[:3] and key[3] != other[3]:  # one id, two definitions
+                    report_conflicts([(rid, event.id)], key="report_id")
+                if key > other:
                     definitions[rid] = event
 
     def batch(self) -> Batch:

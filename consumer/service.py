@@ -316,7 +316,7 @@ class ConsumerService:
             return
         self.committed.update(batch.offsets)
         metrics.EXECUTIONS_SKIPPED_PURGED.inc(outcome.skipped_purged)
-        self._account(batch, dead, dropped, outcome.written, outcome.skipped_expired, started)
+        self._account(batch, dead, dropped, outcome.written, outcome.skipped_purged, started)
 
     def _keep_sending(self) -> bool:
         self.last_turn = time.monotonic()  # retrying is alive, not stuck
@@ -345,7 +345,7 @@ class ConsumerService:
         dead: list[DeadLetter],
         dropped: int,
         written: int,
-        expired: int,
+        purged: int,
         started: float,
     ) -> None:
         applied = batch.records - len(dead)
@@ -360,7 +360,6 @@ class ConsumerService:
         metrics.EVENTS_CONSUMED.inc(batch.records)
         metrics.EVENTS_APPLIED.inc(applied)
         metrics.EXECUTIONS_WRITTEN.inc(written)
-        metrics.EXECUTIONS_SKIPPED_EXPIRED.inc(expired)
         metrics.BATCH_SIZE.observe(batch.records)
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.LAST_BATCH.set(time.time())
@@ -374,7 +373,7 @@ class ConsumerService:
             dead_lettered=len(dead) - dropped,
             dead_letter_reasons=dict(Counter(letter.reason for letter in dead)) or None,
             dead_letters_dropped=dropped or None,
-            skipped_expired=expired,
+            skipped_purged=purged,
             partitions=len(batch.offsets),
             ms=round(elapsed * 1000, 1),
         )

@@ -28,7 +28,6 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -36,6 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import metrics
+from consumer.anomalies import report_conflicts, report_out_of_range
 from consumer.db.repository import WriteResult, classify, write_batch
 from consumer.errors import ConnectionLost, PoisonBatch, RowTooLarge, StorageError
 from consumer.fold import ExecutionFold
@@ -49,7 +49,6 @@ log = structlog.get_logger(__name__)
 @dataclass
 class Outcome:
     written: int = 0
-    skipped_expired: int = 0
     skipped_purged: int = 0
     reports_defined: int = 0
     placeholders: int = 0
@@ -60,7 +59,6 @@ class Outcome:
 
     def add(self, result: WriteResult) -> None:
         self.written += result.executions_written
-        self.skipped_expired += result.executions_skipped_expired
         self.skipped_purged += result.executions_skipped_purged
         self.reports_defined += result.reports_defined
         self.placeholders += result.placeholders
@@ -87,7 +85,6 @@ class BatchWriter:
     policy: RetentionPolicy
     retry_initial_s: float = 0.2
     retry_max_s: float = 30.0
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     max_statement_bytes: int | None = None
     lost_connection_limit: int = 3
 
@@ -121,9 +118,10 @@ class BatchWriter:
     ) -> None:
         while True:
             try:
-                outcome.add(
-                    await self._write_retrying(executions, definitions, outcome, keep_going)
-                )
+                result = await self._write_retrying(executions, definitions, outcome, keep_going)
+                outcome.add(result)
+                report_conflicts(result.conflicts)
+                report_out_of_range(result.out_of_range)
                 return
             except PoisonBatch as exc:
                 size = len(executions) + len(definitions)
@@ -191,7 +189,7 @@ class BatchWriter:
             try:
                 async with self.engine.begin() as conn:
                     result = await write_batch(
-                        conn, executions, definitions, self.policy, now=self.clock(),
+                        conn, executions, definitions, self.policy,
                         max_statement_bytes=self.max_statement_bytes,
                     )  # fmt: skip
                 metrics.DB_WRITE_SECONDS.observe(asyncio.get_running_loop().time() - started)

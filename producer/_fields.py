@@ -35,6 +35,9 @@ MAX_BIGINT = 2**63 - 1
 # ---------------------------------------------------------------- field types
 # Rules raise PydanticCustomError whose *type* names the InvalidReason when it
 # is not the default one (see _reason_of), so mapping needs no message parsing.
+# Messages are formatted in Python (f-strings) and passed without a context:
+# pydantic fills only plain {name} placeholders, never {name!r}, so a template
+# would reach the dead-letter header half filled (tests/unit/test_events.py).
 
 _IDENTIFIER = r"[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?"
 _IDENTIFIER_RE = re.compile(_IDENTIFIER)
@@ -108,13 +111,52 @@ UtcTime = Annotated[
     AfterValidator(_to_utc_in_range),
     Field(description="RFC 3339 with offset, 1970-01-01T00:00:01Z..2038-01-19T03:14:07.999999Z"),
 ]
-"""RFC 3339 with an offset, stored as UTC with microseconds (MySQL ``TIMESTAMP(6)``)."""
+"""RFC 3339 with an offset, stored as UTC with microseconds (MySQL ``TIMESTAMP(6)``).
+
+The envelope's ``time``: it orders the events and becomes ``created_at`` and
+``last_event_at``, so a time the columns cannot hold refuses the event.
+"""
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC datetime
+        msg = "Time should be within 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999Z in UTC"
+        raise PydanticCustomError("time_out_of_range", msg) from None
+
+
+AnyUtcTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_check_time_text),
+    AfterValidator(_to_utc),
+    Field(description="RFC 3339 with offset, any year 1..9999 in UTC."),
+]
+"""RFC 3339 with an offset, as UTC with microseconds, any year 1..9999.
+
+For the optional ``data`` times (``start_time``, ``end_time``,
+``retention_until``): a value outside the ``TIMESTAMP(6)`` range does not
+refuse the event (its status and other fields still count); the consumer's
+fold decides what is stored (``consumer.fold.storable``; docs/events.md,
+"Values outside the columns' range"). The event itself, and what it carries on
+the topic, keep the value as sent.
+"""
 
 Count = Annotated[int, Field(strict=True, ge=0, le=MAX_BIGINT)]
 """A JSON integer 0..2**63-1 (``BIGINT``); booleans and floats (even 2.0) are refused."""
 
 UserId = Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID)]
 """A ``users.id`` (``INT``); an unknown id gets a placeholder user row."""
+
+AnyCount = Annotated[int, Field(strict=True, ge=0)]
+"""A JSON integer >= 0 of any size: an execution's optional counts. Above
+``MAX_BIGINT`` it does not refuse the event; the fold does not store it
+(``consumer.fold.storable``). Above 2**64 orjson reads a JSON number as a float,
+which is refused like any non-integer."""
+
+AnyUserId = Annotated[int, Field(strict=True, ge=1)]
+"""An execution's ``started_by``: a user id >= 1; above ``MAX_INT_ID`` (``INT``)
+the fold does not store it (``consumer.fold.storable``)."""
 
 
 def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
@@ -123,11 +165,10 @@ def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
     try:
         size = len(orjson.dumps([[value]])) - 4
     except TypeError as exc:  # orjson.JSONEncodeError: too deep, or not JSON
-        msg = "Not serializable as JSON: {error}"
-        raise PydanticCustomError("json_object", msg, {"error": str(exc)}) from None
+        raise PydanticCustomError("json_object", f"Not serializable as JSON: {exc}") from None
     if size > MAX_JSON_FIELD_BYTES:
-        msg = "JSON object is {size} bytes serialized, over the limit of {limit}"
-        raise PydanticCustomError("too_large", msg, {"size": size, "limit": MAX_JSON_FIELD_BYTES})
+        msg = f"JSON object is {size} bytes serialized, over the limit of {MAX_JSON_FIELD_BYTES}"
+        raise PydanticCustomError("too_large", msg)
     return value
 
 

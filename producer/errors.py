@@ -44,11 +44,15 @@ class InvalidReason(StrEnum):
     NAIVE_TIMESTAMP = "naive_timestamp"
     """A time without a UTC offset: its instant is unknowable."""
     TIME_OUT_OF_RANGE = "time_out_of_range"
-    """A time outside what MySQL ``TIMESTAMP(6)`` can store (1970..2038)."""
+    """The envelope ``time`` outside what MySQL ``TIMESTAMP(6)`` can store (1970..2038),
+    or a ``data`` time with no UTC value (docs/events.md: optional data times
+    outside 1970..2038 are saturated or dropped by the fold, not refused)."""
     KEY_MISMATCH = "key_mismatch"
     """Kafka key or ``subject`` differs from ``data.execution_id`` / ``data.report_id``."""
     TOO_LARGE = "too_large"
     """Message over 1 MiB, or a JSON field over 64 KiB serialized."""
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    """Structured mode in an event format other than JSON (``application/cloudevents+avro``)."""
 
 
 class ExectrackError(Exception):

@@ -17,11 +17,13 @@ old consumers keep working when producers add fields.
 
 The column types of the MySQL schema are enforced here, at the edge, so a
 valid event can always be written: ids fit ``VARCHAR(255)``, counts ``BIGINT``,
-user ids ``INT``, times ``TIMESTAMP(6)`` (UTC, microseconds, 1970..2038; a
-time outside is rejected with ``time_out_of_range``, never clamped), JSON
-fields ``JSON`` (at most 64 KiB serialized). Sub-microsecond digits of a time
-are truncated. Integers beyond 64 bits inside JSON fields become floats
-(orjson semantics). Run ``python -m producer.schema --write
+user ids ``INT``, times ``TIMESTAMP(6)`` (UTC, microseconds, 1970..2038: an
+envelope ``time`` outside is rejected with ``time_out_of_range``; the optional
+``data`` times are accepted in any year and the consumer's fold saturates
+``retention_until`` and drops ``start_time``/``end_time`` outside the range,
+``consumer.fold.storable``), JSON fields ``JSON`` (at most 64 KiB
+serialized). Sub-microsecond digits of a time are truncated. Integers beyond
+64 bits inside JSON fields become floats (orjson semantics). Run ``python -m producer.schema --write
 docs/schema/events.schema.json`` to export the JSON Schema for other languages.
 
 This module is the stable import path of the contract; the code lives in
@@ -49,6 +51,9 @@ from producer._fields import (
     MAX_TIME,
     MIN_TIME,
     SPECVERSION,
+    AnyCount,
+    AnyUserId,
+    AnyUtcTime,
     Count,
     Identifier,
     JsonObject,
@@ -56,6 +61,7 @@ from producer._fields import (
     UtcTime,
 )
 from producer._models import (
+    DEFINITION_FIELDS,
     EVENT_ADAPTER,
     EXECUTION_TYPES,
     RANK_OF,
@@ -75,6 +81,7 @@ from producer._models import (
     ReportOrderKey,
     ReportType,
     TriggerType,
+    definition_digest,
 )
 from producer.errors import InvalidEvent, InvalidReason
 from producer.schema import SCHEMA_ID, json_schema, main, render_schema
@@ -84,6 +91,7 @@ R, S, T = InvalidReason, ExecutionStatus, EventType  # the short names the modul
 __all__ = [
     "CONTENT_TYPE",
     "DATA_CONTENT_TYPE",
+    "DEFINITION_FIELDS",
     "EVENT_ADAPTER",
     "EXECUTION_TYPES",
     "MAX_BIGINT",
@@ -97,6 +105,9 @@ __all__ = [
     "SPECVERSION",
     "STATUS_OF",
     "TERMINAL_STATUSES",
+    "AnyCount",
+    "AnyUserId",
+    "AnyUtcTime",
     "CloudProvider",
     "Count",
     "Event",
@@ -118,6 +129,7 @@ __all__ = [
     "TriggerType",
     "UserId",
     "UtcTime",
+    "definition_digest",
     "execution_event",
     "json_schema",
     "kafka_headers",

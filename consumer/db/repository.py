@@ -29,7 +29,6 @@ import enum
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, select
@@ -37,12 +36,13 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer.anomalies import report_conflicts
 from consumer.db import fastsql, packet
 from consumer.db.models import PurgedExecution, Report, ReportExecution, User
 from consumer.errors import ConcurrentInsert, ConnectionLost, PoisonBatch, StorageError
-from consumer.fold import ExecutionFold
+from consumer.fold import ExecutionFold, OutOfRange
 from consumer.retention import RetentionPolicy
-from producer.events import ReportCategory, ReportDefinedEvent, ReportType
+from producer.events import ReportCategory, ReportDefinedEvent, ReportType, definition_digest
 
 USERS: Table = User.__table__  # type: ignore[assignment]
 REPORTS: Table = Report.__table__  # type: ignore[assignment]
@@ -86,10 +86,13 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class WriteResult:
     executions_written: int
-    executions_skipped_expired: int
     reports_defined: int
     placeholders: int
     executions_skipped_purged: int = 0  # had a tombstone: purged, never written again
+    # (execution_id, event id) of each event id seen with two contents (consumer.fold)
+    conflicts: tuple[tuple[str, str], ...] = ()
+    # (execution_id, (field, event id, sent, stored)) of each out-of-range data time
+    out_of_range: tuple[tuple[str, OutOfRange], ...] = ()
 
 
 def _literal_bytes(value: Any) -> int:
@@ -232,10 +235,20 @@ def _definition_row(event: ReportDefinedEvent) -> dict[str, Any]:
     return row
 
 
-def _stored_key(row: Mapping[str, Any]) -> tuple[int, datetime, str] | None:
-    if row["defined_at"] is None:
-        return None
-    return (row["version"], row["defined_at"], row["definition_event_id"])
+def _newer(event: ReportDefinedEvent, row: Mapping[str, Any] | None) -> tuple[bool, bool]:
+    """(the event's definition beats the stored one, they conflict: one id, two contents).
+
+    Order key (version, time, id, definition digest); the stored row keeps the
+    first three, its digest is computed from its columns, only on a tie.
+    """
+    if row is None or row["defined_at"] is None:  # no row, or a placeholder
+        return True, False
+    key = event.order_key
+    stored = (row["version"], row["defined_at"], row["definition_event_id"])
+    if key[:3] != stored:
+        return key[:3] > stored, False
+    digest = definition_digest(row)
+    return key[3] > digest, key[3] != digest
 
 
 async def write_reports(
@@ -244,7 +257,7 @@ async def write_reports(
     referenced: Iterable[str],
     limit: int,
 ) -> tuple[dict[str, tuple[ReportType | None, ReportCategory | None]], int, int]:
-    """Apply report definitions (greatest (version, time, id) wins) and placeholders.
+    """Apply report definitions (greatest (version, time, id, digest) wins) and placeholders.
 
     Only reports defined in this batch are locked; reports merely referenced
     by executions are read without locks. Returns each touched report's
@@ -253,7 +266,7 @@ async def write_reports(
     """
     stored = await _lock(
         conn, REPORTS, "report_id", definitions,
-        ["report_id", "report_type", "category", "version", "defined_at", "definition_event_id"],
+        ["report_id", *DEFINITION_COLUMNS, "defined_at", "definition_event_id"],
         limit,
     )  # fmt: skip
     kinds = {rid: (row["report_type"], row["category"]) for rid, row in stored.items()}
@@ -261,8 +274,10 @@ async def write_reports(
     replace: list[dict[str, Any]] = []
     for rid, event in definitions.items():
         row = stored.get(rid)
-        current = None if row is None else _stored_key(row)
-        if current is not None and event.order_key <= current:
+        newer, conflict = _newer(event, row)
+        if conflict:
+            report_conflicts([(rid, event.id)], key="report_id")
+        if not newer:
             continue
         (fresh if row is None else replace).append(_definition_row(event))
         kinds[rid] = (event.data.report_type, event.data.category)
@@ -292,10 +307,15 @@ async def write_batch(
     definitions: Mapping[str, ReportDefinedEvent],
     policy: RetentionPolicy,
     *,
-    now: datetime,
     max_statement_bytes: int | None = None,
 ) -> WriteResult:
     """Merge one batch into the database inside the caller's transaction.
+
+    Every fold is written whole, whatever its ``retention_until``: the batch is a
+    partial fold, and a later event may still move that value (CONTRACT.md,
+    "The fold" and "Retention"). Only a tombstone (``purged_executions``) stops
+    an execution; rows past retention go when the purge (or a replay's final
+    sweep) runs.
 
     ``max_statement_bytes`` replaces the connection's statement limit (its
     ``max_allowed_packet``, consumer.db.packet).
@@ -332,7 +352,6 @@ async def write_batch(
 
     fresh: list[dict[str, Any]] = []
     replace: list[dict[str, Any]] = []
-    expired = 0
     for eid, fold in merged.items():
         report_id = fold.value("report_id")
         report_type, category = kinds[report_id]
@@ -340,13 +359,11 @@ async def write_batch(
             fold.status, report_type=report_type, category=category,
             report_id=report_id, execution_id=eid,
         )  # fmt: skip
-        row = fold.to_row(period)
-        if eid in stored:
-            replace.append(row)
-        elif row["retention_until"] is not None and row["retention_until"] <= now:
-            expired += 1  # already past retention: a replay must not resurrect it
-        else:
-            fresh.append(row)
+        (replace if eid in stored else fresh).append(fold.to_row(period))
     await fastsql.write_rows(conn, EXECUTION_COLUMNS, fresh, overwrite=False, limit=limit)
     await fastsql.write_rows(conn, EXECUTION_COLUMNS, replace, overwrite=True, limit=limit)
-    return WriteResult(len(fresh) + len(replace), expired, defined, placeholders, len(purged))
+    conflicts = tuple((eid, i) for eid, fold in merged.items() for i in sorted(fold.conflicts))
+    ranged = tuple((eid, o) for eid, fold in merged.items() for o in sorted(fold.out_of_range))
+    return WriteResult(
+        len(fresh) + len(replace), defined, placeholders, len(purged), conflicts, ranged
+    )

@@ -4,7 +4,9 @@
 in UTC and converts on the way in and out using the *session* time zone, so every
 connection pins ``time_zone = '+00:00'`` (consumer.db.engine) and Python only ever
 sees aware UTC datetimes. Its range is 1970-01-01 00:00:01 to 2038-01-19
-03:14:07.999999 UTC; the event contract rejects times outside it.
+03:14:07.999999 UTC (docs/schema.md, "The 2038 limit"): the event contract
+refuses an envelope time outside it, and the fold saturates or drops the
+optional data times outside it (consumer.fold.storable).
 
 ``enum_of`` stores a ``StrEnum`` by *value* as a native MySQL ENUM, so the
 database and the event contract share one list of values (producer.events).

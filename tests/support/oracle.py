@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from producer.events import MAX_TIME, ExecutionEvent
+from producer.events import MAX_BIGINT, MAX_INT_ID, MAX_TIME, MIN_TIME, ExecutionEvent
 
 FIELDS = (
     "report_id",
@@ -29,20 +29,41 @@ FIELDS = (
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
 
 
-def k(event: ExecutionEvent) -> tuple[int, int, datetime, str]:
+def k(event: ExecutionEvent) -> tuple[int, int, datetime, str, str]:
+    """K = (rank, sequence or -1, time, id, digest), as CONTRACT.md words it."""
     seq = event.data.sequence
-    return (event.rank, -1 if seq is None else seq, event.time, event.id)
+    return (event.rank, -1 if seq is None else seq, event.time, event.id, event.digest)
+
+
+LARGEST = {"duration_ms": MAX_BIGINT, "records_processed": MAX_BIGINT,
+           "output_size_bytes": MAX_BIGINT, "started_by": MAX_INT_ID}  # fmt: skip
+
+
+def carried(event: ExecutionEvent, name: str) -> Any:
+    """The value of ``name`` the event carries, as docs/events.md says a value
+    outside its column is taken: retention_until held at the column's ends,
+    start_time/end_time outside 1970..2038 and integers above BIGINT/INT not carried."""
+    value = getattr(event.data, name)
+    if name in LARGEST and value is not None:
+        return value if value <= LARGEST[name] else None
+    if name not in ("start_time", "end_time", "retention_until") or value is None:
+        return value
+    if MIN_TIME <= value <= MAX_TIME:
+        return value
+    if name != "retention_until":
+        return None
+    return MAX_TIME if value > MAX_TIME else MIN_TIME
 
 
 def expected_row(events: list[ExecutionEvent], period: timedelta | None) -> dict[str, Any]:
-    """The row for a set of events of ONE execution (duplicates by id are ignored)."""
-    distinct = list({e.id: e for e in events}.values())
+    """The row for a set of events of ONE execution (distinct by id and content)."""
+    distinct = list({(e.id, e.digest): e for e in events}.values())
     ordered = sorted(distinct, key=k)
     top = ordered[-1]
     row: dict[str, Any] = {"execution_id": top.data.execution_id, "status": top.status}
     for name in FIELDS:
-        carriers = [e for e in ordered if getattr(e.data, name) is not None]
-        row[name] = getattr(carriers[-1].data, name) if carriers else None
+        carriers = [e for e in ordered if carried(e, name) is not None]
+        row[name] = carried(carriers[-1], name) if carriers else None
     if row["duration_ms"] is None:
         start, end = row["start_time"], row["end_time"]
         if start is not None and end is not None and end >= start:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,6 +42,7 @@ from producer.events import (
     ReportDefinedEvent,
     ReportType,
     TriggerType,
+    definition_digest,
     execution_event,
     kafka_headers,
     parse_event,
@@ -184,7 +187,20 @@ CASES = [
     pytest.param(attrs(time="0001-01-01T00:00:00+01:00"), R.TIME_OUT_OF_RANGE, id="time-year-1"),
     pytest.param(attrs(time="9999-12-31T23:59:59-01:00"), R.TIME_OUT_OF_RANGE, id="time-year-9999"),
     pytest.param(data(start_time="2024-05-01T12:00:00"), R.NAIVE_TIMESTAMP, id="naive-start"),
-    pytest.param(data(end_time="2040-01-01T00:00:00Z"), R.TIME_OUT_OF_RANGE, id="end-2040"),
+    # optional data times outside TIMESTAMP's range no longer refuse the event (issue #13
+    # item 8; was TIME_OUT_OF_RANGE): the fold decides what is stored (docs/events.md)
+    pytest.param(data(end_time="2040-01-01T00:00:00Z"), OK, id="end-2040"),
+    pytest.param(data(start_time="1969-07-20T20:17:40Z"), OK, id="start-1969"),
+    pytest.param(data(retention_until="2050-01-01T00:00:00Z"), OK, id="retention-2050"),
+    pytest.param(data(retention_until="1900-01-01T00:00:00Z"), OK, id="retention-1900"),
+    pytest.param(
+        data(end_time="0001-01-01T00:00:00+01:00"), R.TIME_OUT_OF_RANGE, id="end-before-year-1"
+    ),
+    pytest.param(
+        data(retention_until="9999-12-31T23:59:59-01:00"),
+        R.TIME_OUT_OF_RANGE,
+        id="retention-after-year-9999",
+    ),
     pytest.param(data(start_time="soon"), R.INVALID_FIELD, id="start-garbage"),
     pytest.param(data(retention_until="2038-01-01T00:00:00Z"), OK, id="retention-until"),
     # subject and key
@@ -224,7 +240,12 @@ CASES = [
     pytest.param(data(started_by=1), OK, id="started-by-1"),
     pytest.param(data(started_by=MAX_INT_ID), OK, id="started-by-max"),
     pytest.param(data(started_by=0), R.INVALID_FIELD, id="started-by-0"),
-    pytest.param(data(started_by=MAX_INT_ID + 1), R.INVALID_FIELD, id="started-by-over-int"),
+    # beyond the INT/BIGINT columns: accepted, not stored by the fold (issue #13 item 8's
+    # kind; was INVALID_FIELD): docs/events.md "Values outside the columns' range"
+    pytest.param(data(started_by=MAX_INT_ID + 1), OK, id="started-by-over-int"),
+    pytest.param(data(records_processed=MAX_BIGINT + 1), OK, id="count-over-bigint"),
+    pytest.param(data(duration_ms=2**64 - 1), OK, id="count-2**64-1"),
+    pytest.param(data(output_size_bytes=2**70), R.INVALID_FIELD, id="count-2**70-is-a-float"),
     pytest.param(data(started_by="alice"), R.INVALID_FIELD, id="started-by-name"),
     # JSON fields and strings
     pytest.param(data(result_summary={"n": 1, "x": None}), OK, id="json-object"),
@@ -272,10 +293,10 @@ def test_rule(value: bytes | None, expected: str) -> None:
     assert outcome(value) == expected
 
 
-@pytest.mark.parametrize(
-    ("key", "expected"),
-    [(EXEC_ID.encode(), OK), (None, OK), (b"exec-2", R.KEY_MISMATCH), (b"", R.KEY_MISMATCH)],
-)
+KEY_CASES = [(EXEC_ID.encode(), OK), (None, OK), (b"exec-2", R.KEY_MISMATCH), (b"", R.KEY_MISMATCH)]
+
+
+@pytest.mark.parametrize(("key", "expected"), KEY_CASES)
 def test_kafka_key(key: bytes | None, expected: str) -> None:
     assert outcome(attrs(), key=key) == expected
 
@@ -333,6 +354,67 @@ def test_unknown_fields_and_extensions_are_ignored() -> None:
 
 def test_structured_content_type_header_is_not_checked() -> None:
     assert outcome(attrs(), headers=[("content-type", b"text/plain")]) == OK
+
+
+# ---------------------------------------------------------------- content mode (issue #13 item 7)
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/cloudevents+json",
+        b"Application/CloudEvents+JSON",
+        b"application/cloudevents+json; charset=utf-8",
+        b" application/cloudevents+json ;charset=UTF-8",
+        b"application/cloudevents",
+    ],
+)
+def test_cloudevents_content_type_means_structured_even_with_ce_headers(
+    content_type: bytes,
+) -> None:
+    """The Kafka binding decides by content-type: a structured message that also
+    carries ce_* headers (a tracing or routing layer copies them) is structured."""
+    event = parse_event(attrs())
+    binary_headers, _ = to_binary(event)
+    ce_headers = [(k, v) for k, v in binary_headers if k.startswith("ce_")]
+    for headers in (
+        [("content-type", content_type), *ce_headers],
+        [*ce_headers, ("content-type", content_type)],
+        [("ce_specversion", b"1.0"), ("Content-Type", content_type)],
+    ):
+        assert parse_event(to_json(event), headers, event.key) == event
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/cloudevents+avro",
+        b"application/cloudevents+protobuf; x=1",
+        b"APPLICATION/CLOUDEVENTS+XML",
+    ],
+)
+def test_structured_mode_in_another_format_is_refused_with_its_own_reason(
+    content_type: bytes,
+) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(attrs(), [("content-type", content_type), ("ce_specversion", b"1.0")])
+    assert caught.value.reason == R.UNSUPPORTED_FORMAT
+    assert content_type.decode()[:20] in caught.value.detail
+    assert "only application/cloudevents+json is read" in caught.value.detail
+
+
+def test_other_content_types_with_ce_specversion_are_binary() -> None:
+    """Binary otherwise: application/json, a media type that merely starts with the
+    same letters (cloudevents-batch), or no content-type at all."""
+    event = parse_event(attrs())
+    headers, value = to_binary(event)
+    ce_headers = [(k, v) for k, v in headers if k != "content-type"]
+    for content_type in (b"application/json", b"application/cloudevents-batch+json"):
+        with_type = [*ce_headers, ("content-type", content_type)]
+        if content_type == b"application/json":
+            assert parse_event(value, with_type, event.key) == event
+        else:  # binary: the content-type is the data's, and data must be JSON
+            assert outcome(value, with_type) == R.NOT_CLOUDEVENT
+    assert parse_event(value, ce_headers, event.key) == event
+    assert outcome(to_json(event), ce_headers) == R.INVALID_FIELD  # a whole event as data
 
 
 # ---------------------------------------------------------------- round trips
@@ -406,7 +488,9 @@ def test_to_json_omits_none_but_keeps_null_inside_json_fields() -> None:
     assert set(minimal["data"]) == {"execution_id", "report_id"}
 
 
-def binary(attributes: dict[str, bytes | None], value: bytes | None = None) -> str:
+def binary_message(
+    attributes: dict[str, bytes | None], value: bytes | None = None
+) -> tuple[bytes, list[tuple[str, bytes | None]]]:
     base = {
         "specversion": b"1.0",
         "id": b"evt-1",
@@ -417,25 +501,29 @@ def binary(attributes: dict[str, bytes | None], value: bytes | None = None) -> s
     }
     headers = [(f"ce_{k}", v) for k, v in (base | attributes).items()]
     default = encode({"execution_id": EXEC_ID, "report_id": REPORT_ID})
-    return outcome(default if value is None else value, headers)
+    return default if value is None else value, headers
 
 
-@pytest.mark.parametrize(
-    ("attributes", "value", "expected"),
-    [
-        pytest.param({}, None, OK, id="valid"),
-        pytest.param({"time": b"2024-05-01T12:00:00"}, None, R.NAIVE_TIMESTAMP, id="naive"),
-        pytest.param({"id": b"\xff"}, None, R.NOT_UTF8, id="header-not-utf8"),
-        pytest.param({"id": None}, None, R.NOT_CLOUDEVENT, id="header-null"),
-        pytest.param({"type": b"exectrack.nope"}, None, R.UNKNOWN_TYPE, id="unknown-type"),
-        pytest.param({"subject": b"exec-2"}, None, R.KEY_MISMATCH, id="subject-mismatch"),
-        pytest.param({"specversion": b"0.3"}, None, R.NOT_CLOUDEVENT, id="specversion-0.3"),
-        pytest.param({}, b"{", R.NOT_JSON, id="data-not-json"),
-        pytest.param({}, b"\xff", R.NOT_UTF8, id="data-not-utf8"),
-        pytest.param({}, b"[]", R.NOT_CLOUDEVENT, id="data-array"),
-        pytest.param({}, encode({"execution_id": EXEC_ID}), R.INVALID_FIELD, id="data-field"),
-    ],
-)
+def binary(attributes: dict[str, bytes | None], value: bytes | None = None) -> str:
+    return outcome(*binary_message(attributes, value))
+
+
+BINARY_CASES = [
+    pytest.param({}, None, OK, id="valid"),
+    pytest.param({"time": b"2024-05-01T12:00:00"}, None, R.NAIVE_TIMESTAMP, id="naive"),
+    pytest.param({"id": b"\xff"}, None, R.NOT_UTF8, id="header-not-utf8"),
+    pytest.param({"id": None}, None, R.NOT_CLOUDEVENT, id="header-null"),
+    pytest.param({"type": b"exectrack.nope"}, None, R.UNKNOWN_TYPE, id="unknown-type"),
+    pytest.param({"subject": b"exec-2"}, None, R.KEY_MISMATCH, id="subject-mismatch"),
+    pytest.param({"specversion": b"0.3"}, None, R.NOT_CLOUDEVENT, id="specversion-0.3"),
+    pytest.param({}, b"{", R.NOT_JSON, id="data-not-json"),
+    pytest.param({}, b"\xff", R.NOT_UTF8, id="data-not-utf8"),
+    pytest.param({}, b"[]", R.NOT_CLOUDEVENT, id="data-array"),
+    pytest.param({}, encode({"execution_id": EXEC_ID}), R.INVALID_FIELD, id="data-field"),
+]
+
+
+@pytest.mark.parametrize(("attributes", "value", "expected"), BINARY_CASES)
 def test_binary_mode(
     attributes: dict[str, bytes | None], value: bytes | None, expected: str
 ) -> None:
@@ -468,9 +556,9 @@ def at(event_type: EventType, sequence: int | None = None, second: int = 0) -> E
 
 def test_order_key_without_and_with_sequence() -> None:
     plain = at(EventType.PROGRESS)
-    assert plain.order_key == (1, -1, plain.time, plain.id)
+    assert plain.order_key == (1, -1, plain.time, plain.id, plain.digest)
     numbered = at(EventType.PROGRESS, sequence=5)
-    assert numbered.order_key == (1, 5, numbered.time, numbered.id)
+    assert numbered.order_key == (1, 5, numbered.time, numbered.id, numbered.digest)
 
 
 def test_order_key_ranks_before_sequence_and_time() -> None:
@@ -496,7 +584,7 @@ def test_order_key_ranks_before_sequence_and_time() -> None:
 
 def test_report_order_key() -> None:
     event = full_report()
-    assert event.order_key == (3, event.time, event.id)
+    assert event.order_key == (3, event.time, event.id, definition_digest(event.data.__dict__))
     assert event.key == REPORT_ID.encode()
 
 
@@ -553,30 +641,29 @@ def test_constructor_defaults() -> None:
     assert event.datacontenttype == "application/json"
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "expected"),
-    [
-        pytest.param({"duration_ms": -1}, R.INVALID_FIELD, id="field-rule"),
-        pytest.param({"duraton_ms": 5}, R.INVALID_FIELD, id="typo-field"),
-        pytest.param({"time": datetime(2024, 5, 1)}, R.NAIVE_TIMESTAMP, id="naive"),  # noqa: DTZ001
-        pytest.param(
-            {"end_time": datetime(2040, 1, 1, tzinfo=UTC)}, R.TIME_OUT_OF_RANGE, id="2040"
-        ),
-        pytest.param({"result_summary": {"s": {1, 2}}}, R.INVALID_FIELD, id="not-json"),
-        pytest.param({"output_location": "\ud800"}, R.INVALID_FIELD, id="surrogate"),
-        pytest.param({"result_summary": {"x": "y" * 70_000}}, R.TOO_LARGE, id="too-large"),
-        pytest.param({"execution_id": "a "}, R.INVALID_FIELD, id="bad-id"),
-        pytest.param({"type": EventType.REPORT_DEFINED}, R.UNKNOWN_TYPE, id="report-type"),
-        pytest.param({"trigger_type": "api", "started_by": 3}, OK, id="valid"),
-    ],
-)
+CONSTRUCTOR_CASES = [
+    pytest.param({"duration_ms": -1}, R.INVALID_FIELD, id="field-rule"),
+    pytest.param({"duraton_ms": 5}, R.INVALID_FIELD, id="typo-field"),
+    pytest.param({"time": datetime(2024, 5, 1)}, R.NAIVE_TIMESTAMP, id="naive"),  # noqa: DTZ001
+    pytest.param({"end_time": datetime(2040, 1, 1, tzinfo=UTC)}, OK, id="2040"),
+    pytest.param({"time": datetime(2040, 1, 1, tzinfo=UTC)}, R.TIME_OUT_OF_RANGE, id="t-2040"),
+    pytest.param({"result_summary": {"s": {1, 2}}}, R.INVALID_FIELD, id="not-json"),
+    pytest.param({"output_location": "\ud800"}, R.INVALID_FIELD, id="surrogate"),
+    pytest.param({"result_summary": {"x": "y" * 70_000}}, R.TOO_LARGE, id="too-large"),
+    pytest.param({"execution_id": "a "}, R.INVALID_FIELD, id="bad-id"),
+    pytest.param({"type": EventType.REPORT_DEFINED}, R.UNKNOWN_TYPE, id="report-type"),
+    pytest.param({"trigger_type": "api", "started_by": 3}, OK, id="valid"),
+]
+
+
+def constructor_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    base = {"type": EventType.STARTED, "execution_id": EXEC_ID, "report_id": REPORT_ID}
+    return base | {"source": "/s"} | kwargs
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), CONSTRUCTOR_CASES)
 def test_execution_event_validates_like_parsing(kwargs: dict[str, Any], expected: str) -> None:
-    arguments: dict[str, Any] = {
-        "type": EventType.STARTED,
-        "execution_id": EXEC_ID,
-        "report_id": REPORT_ID,
-        "source": "/s",
-    } | kwargs
+    arguments = constructor_arguments(kwargs)
     if expected == OK:
         assert execution_event(**arguments).data.execution_id == EXEC_ID
         return
@@ -717,3 +804,89 @@ def test_json_field_limit_is_serialized_size() -> None:
     event = parse_event(data(error_details={"m": "x" * 65528}))
     assert isinstance(event, ExecutionEvent)
     assert len(to_json(event)) > MAX_JSON_FIELD_BYTES
+
+
+# ---------------------------------------------------------------- digest (issue #13 item 6)
+def test_digest_is_one_per_content_whatever_the_spelling() -> None:
+    """Structured or binary mode, keys in another order, the time with another offset,
+    unknown fields and extension attributes: one event, one digest."""
+    event = at(EventType.PROGRESS, sequence=3)
+    headers, value = to_binary(event)
+    raw = orjson.loads(to_json(event))
+    raw["time"] = "2024-05-01T14:00:00.000000+02:00"
+    raw["ext"] = "ignored"
+    raw["data"] = dict(reversed(list(raw["data"].items())), unknown=1)
+    spellings = [
+        parse_event(to_json(event)),
+        parse_event(value, headers),
+        parse_event(orjson.dumps(raw)),
+    ]
+    assert {e.digest for e in spellings} == {event.digest}
+    assert len(event.digest) == 32
+    assert int(event.digest, 16) >= 0
+
+
+def test_digest_differs_when_the_content_differs_under_one_id() -> None:
+    first = at(EventType.PROGRESS, sequence=3)
+    raw = orjson.loads(to_json(first))
+    raw["data"]["records_processed"] = 20
+    second = parse_event(orjson.dumps(raw))
+    assert (second.id, second.time) == (first.id, first.time)
+    assert second.digest != first.digest
+    assert second.order_key[:4] == first.order_key[:4]
+    assert second.order_key != first.order_key
+
+
+# ---------------------------------------------------------------- error text (issue #13 item 9)
+PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?:![rsa])?(?::[^{}]*)?\}")
+"""A format placeholder left in a message: ``{name}``, ``{name!r}``, ``{name:>5}``."""
+
+
+def test_subject_mismatch_detail_is_formatted() -> None:
+    """It was ``subject {subject!r} should equal ...`` in the dead-letter header."""
+    for value, expected in (
+        (attrs(subject="exec-2"), "subject 'exec-2' should equal data.execution_id 'exec-1'"),
+        (encode(report(subject="rep-2")), "subject 'rep-2' should equal data.report_id 'rep-1'"),
+    ):
+        with pytest.raises(InvalidEvent) as caught:
+            parse_event(value)
+        assert (caught.value.reason, caught.value.detail) == (R.KEY_MISMATCH, expected)
+
+
+def test_braces_in_the_event_are_kept_verbatim_in_the_detail() -> None:
+    """Values the event carries are never read as placeholders (pydantic would fill a
+    ``{name}`` inside them when given a context)."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(attrs(subject="{name}-{data_id!r}"))
+    expected = "subject '{name}-{data_id!r}' should equal data.execution_id 'exec-1'"
+    assert caught.value.detail == expected
+
+
+def every_invalid_event_of_the_inputs() -> list[InvalidEvent]:
+    """The InvalidEvent of every refused input of this module's tables."""
+    attempts: list[Any] = [lambda v=c.values[0]: parse_event(v) for c in CASES]
+    attempts += [lambda k=key: parse_event(attrs(), (), k) for key, _ in KEY_CASES]
+    attempts += [lambda c=c: parse_event(*binary_message(*c.values[:2])) for c in BINARY_CASES]
+    attempts += [
+        lambda c=c: execution_event(**constructor_arguments(c.values[0])) for c in CONSTRUCTOR_CASES
+    ]
+    attempts += [
+        lambda t=t: parse_event(attrs(), [("content-type", t)])
+        for t in (b"application/cloudevents+avro", b"application/cloudevents+xml")
+    ]
+    found = []
+    for attempt in attempts:
+        try:
+            attempt()
+        except InvalidEvent as exc:
+            found.append(exc)
+    return found
+
+
+def test_no_error_text_has_an_unfilled_placeholder() -> None:
+    found = every_invalid_event_of_the_inputs()
+    refused = sum(c.values[-1] != OK for c in CASES)
+    assert len(found) >= refused > 50  # the tables really were run
+    assert {e.reason for e in found} == set(R)  # every reason, so every kind of message
+    left = [str(e) for e in found if PLACEHOLDER.search(e.detail)]
+    assert not left, left

@@ -7,9 +7,12 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
+from consumer.anomalies import report_conflicts
 from consumer.fold import ExecutionFold, decode_keys, encode_keys, fold_events
-from producer.events import MAX_TIME, EventType, ExecutionEvent, execution_event
+from producer.events import MAX_TIME, MIN_TIME, EventType, ExecutionEvent, execution_event
 from tests.support.oracle import expected_row
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -116,6 +119,11 @@ def test_keys_encoding_round_trips_and_is_compact() -> None:
 
 # ----------------------------------------------------------------- properties
 times = st.integers(min_value=0, max_value=5).map(lambda s: T0 + timedelta(seconds=s))
+# data times may lie outside TIMESTAMP's range (issue #13 item 8): saturated or dropped
+data_times = st.one_of(
+    times,
+    st.sampled_from([datetime(1969, 7, 20, tzinfo=UTC), datetime(2050, 1, 1, tzinfo=UTC)]),
+)
 json_objects = st.dictionaries(st.sampled_from("abc"), st.integers(0, 3), max_size=2)
 
 
@@ -131,17 +139,17 @@ def execution_events(draw: st.DrawFn) -> list[ExecutionEvent]:
                 optional={
                     "sequence": st.integers(0, 4),
                     "trigger_type": st.sampled_from(["manual", "scheduled", "api", "webhook"]),
-                    "started_by": st.integers(1, 3),
-                    "start_time": times,
-                    "end_time": times,
+                    "started_by": st.one_of(st.integers(1, 3), st.just(2**31)),
+                    "start_time": data_times,
+                    "end_time": data_times,
                     "duration_ms": st.integers(0, 10),
-                    "records_processed": st.integers(0, 10),
+                    "records_processed": st.one_of(st.integers(0, 10), st.just(2**63)),
                     "output_size_bytes": st.integers(0, 10),
                     "execution_parameters": json_objects,
                     "result_summary": json_objects,
                     "error_details": json_objects,
                     "output_location": st.sampled_from(["s3://a", "gs://b"]),
-                    "retention_until": times,
+                    "retention_until": data_times,
                 },
             )
         )
@@ -182,6 +190,52 @@ def test_any_order_duplicates_and_batching_give_the_oracle_row(
     assert stored == expected
 
 
+@st.composite
+def with_conflicts(draw: st.DrawFn) -> list[ExecutionEvent]:
+    """A set of events plus, for some, a conflicting twin: same id, type, sequence
+    and time, other content (a producer that re-used an id)."""
+    events = draw(execution_events())
+    twins = []
+    for event in draw(st.lists(st.sampled_from(events), max_size=3, unique_by=lambda e: e.id)):
+        data = event.data.model_dump(exclude_none=True)
+        data.pop("execution_id")
+        data["records_processed"] = draw(st.integers(11, 20))
+        if draw(st.booleans()):
+            data["output_location"] = "s3://twin"
+        twins.append(
+            execution_event(
+                event.type,
+                execution_id="e-1",
+                source="/other",
+                time=event.time,
+                id=event.id,
+                **data,
+            )
+        )
+    return events + twins
+
+
+@settings(max_examples=300)
+@given(events=with_conflicts(), data=st.data())
+def test_conflicting_duplicates_in_any_order_and_batching_give_one_row(
+    events: list[ExecutionEvent], data: st.DataObject
+) -> None:
+    expected = expected_row(events, PERIOD)
+    stream = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events)))))
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(stream) - 1)), max_size=3)))
+    stored: dict[str, Any] | None = None
+    for batch in filter(
+        None, [stream[i:j] for i, j in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    ):
+        fold = fold_all(batch)
+        if stored is not None:
+            fold.merge(ExecutionFold.from_row(stored))
+        stored = fold.to_row(PERIOD)
+    assert stored is not None
+    stored.pop("fold_keys")
+    assert stored == expected
+
+
 @given(events=execution_events())
 def test_applying_a_batch_twice_changes_nothing(events: list[ExecutionEvent]) -> None:
     once = fold_all(events)
@@ -189,3 +243,119 @@ def test_applying_a_batch_twice_changes_nothing(events: list[ExecutionEvent]) ->
     twice = ExecutionFold.from_row(row)
     twice.merge(fold_all(events))
     assert twice.to_row(PERIOD) == row
+
+
+# ----------------------------------------------------------------- conflicting duplicates
+def twins() -> tuple[ExecutionEvent, ExecutionEvent]:
+    """Issue #13 item 6: two progress events, one id, sequence and time, two contents."""
+    small = ev(EventType.PROGRESS, 7, sequence=1, records_processed=10)
+    large = ev(EventType.PROGRESS, 7, sequence=1, records_processed=20, output_location="s3://o")
+    assert small.order_key[:4] == large.order_key[:4]
+    assert small.digest != large.digest
+    return small, large
+
+
+def test_conflicting_duplicates_give_one_row_in_either_order() -> None:
+    small, large = twins()
+    winner = max(small, large, key=lambda e: e.digest)
+    rows = []
+    for stream in ([small, large], [large, small]):
+        fold = fold_all(stream)
+        assert fold.conflicts == {small.id}
+        rows.append(fold.to_row(PERIOD))
+    assert rows[0] == rows[1]
+    assert rows[0]["records_processed"] == winner.data.records_processed
+    assert rows[0]["output_location"] == "s3://o"  # only one of them carries it
+    assert rows[0] == {**expected_row([small, large], PERIOD), "fold_keys": rows[0]["fold_keys"]}
+
+
+def test_conflicting_duplicates_across_batches_are_detected_through_stored_keys() -> None:
+    small, large = twins()
+    for first, second in ((small, large), (large, small)):
+        stored = fold_all([first]).to_row(PERIOD)
+        later = ExecutionFold.from_row(stored)
+        assert not later.conflicts
+        later.merge(fold_all([second]))
+        assert later.conflicts == {small.id}
+        assert (
+            later.value("records_processed")
+            == max(small, large, key=lambda e: e.digest).data.records_processed
+        )
+
+
+def test_keys_stored_before_the_digest_decode_with_an_empty_digest() -> None:
+    """fold_keys written by earlier versions hold 4-element keys: they still decode,
+    compare below any real digest of the same event, and are never a conflict."""
+    event = ev(EventType.PROGRESS, 2, sequence=1, records_processed=5)
+    row = fold_all([event]).to_row(PERIOD)
+    row["fold_keys"] = {
+        "k": [k[:4] for k in row["fold_keys"]["k"]],
+        "f": row["fold_keys"]["f"],
+    }
+    old = ExecutionFold.from_row(row)
+    assert old.status_key == (*event.order_key[:4], "")
+    assert old.status_key < event.order_key
+    old.merge(fold_all([event]))  # the same event delivered again
+    assert not old.conflicts
+    assert old.status_key == event.order_key  # the key gains its digest
+    assert old.value("records_processed") == 5
+
+
+def test_conflicts_are_counted_and_logged_with_execution_and_event_id() -> None:
+    before = REGISTRY.get_sample_value("exectrack_event_id_conflicts_total") or 0.0
+    with capture_logs() as logs:
+        report_conflicts([("e-1", "id-007")])
+    assert REGISTRY.get_sample_value("exectrack_event_id_conflicts_total") == before + 1
+    assert logs == [
+        {
+            "event": "event_id_conflict",
+            "execution_id": "e-1",
+            "id": "id-007",
+            "log_level": "warning",
+        }
+    ]
+
+
+# ----------------------------------------------------------------- times outside the columns
+def test_retention_until_beyond_2038_is_held_until_the_column_end() -> None:
+    """Issue #13 item 8: a 25-year compliance hold on a completed event."""
+    hold = datetime(2050, 1, 1, tzinfo=UTC)
+    done = ev(EventType.COMPLETED, 3, sequence=2, retention_until=hold)
+    fold = fold_all([ev(EventType.STARTED, 1, sequence=1), done])
+    row = fold.to_row(PERIOD)
+    assert (row["status"], row["retention_until"]) == ("completed", MAX_TIME)
+    assert fold.out_of_range == {("retention_until", done.id, hold, MAX_TIME)}
+    past = ev(EventType.COMPLETED, 4, retention_until=datetime(1900, 1, 1, tzinfo=UTC))
+    assert fold_all([past]).to_row(PERIOD)["retention_until"] == MIN_TIME
+
+
+def test_start_and_end_time_outside_the_range_are_not_carried() -> None:
+    """No made-up duration or retention base: an earlier in-range value wins, else NULL."""
+    started = ev(EventType.STARTED, 1, sequence=1, start_time=T0, end_time=T0)
+    done = ev(
+        EventType.COMPLETED, 5, sequence=2,
+        start_time=datetime(1969, 7, 20, tzinfo=UTC), end_time=datetime(2050, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    fold = fold_all([done, started])
+    row = fold.to_row(PERIOD)
+    assert (row["start_time"], row["end_time"], row["duration_ms"]) == (T0, T0, 0)
+    alone = fold_all([done]).to_row(PERIOD)
+    assert (alone["start_time"], alone["end_time"], alone["duration_ms"]) == (None, None, None)
+    assert alone["retention_until"] == done.time + PERIOD  # the terminal event's time
+    assert {(name, taken) for name, _, _, taken in fold.out_of_range} == {
+        ("start_time", None),
+        ("end_time", None),
+    }
+
+
+def test_integers_beyond_their_columns_are_not_carried() -> None:
+    """records_processed above BIGINT, started_by above INT: the status still counts."""
+    started = ev(EventType.STARTED, 1, sequence=1, records_processed=5, started_by=7)
+    done = ev(EventType.COMPLETED, 2, sequence=2, records_processed=2**63, started_by=2**31)
+    fold = fold_all([done, started])
+    row = fold.to_row(PERIOD)
+    assert (row["status"], row["records_processed"], row["started_by"]) == ("completed", 5, 7)
+    assert fold.out_of_range == {
+        ("records_processed", done.id, 2**63, None),
+        ("started_by", done.id, 2**31, None),
+    }
