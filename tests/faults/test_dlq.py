@@ -1,4 +1,4 @@
-"""The dead-letter path itself failing (issue #13, item 3; docs/kinds/dlq.md).
+"""The dead-letter path itself failing (issue #13, item 3; docs/reliability/dead-letter-path.md).
 
 Every scenario puts its records on ONE partition of the source topic, a valid
 event after the one whose dead letter is hard to carry, and checks against the

@@ -4,7 +4,7 @@ Every line a command writes (stdout and stderr) is a JSON log event when
 stderr is not a terminal, library lines included (aiokafka, SQLAlchemy,
 alembic); a command that cannot do its job ends, within a bound time, with ONE
 error event naming the cause and a non-zero exit status, never a traceback.
-Issue #13 item 9; docs/kinds/surface.md.
+Issue #13 item 9; docs/reliability/failure-surface.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The fold's promises on the real broker and database (issue #13, items 5-9).
 
 Each test publishes the exact input of the issue, consumes it with the real
-consumer and asserts the row's values (docs/kinds/fold.md).
+consumer and asserts the row's values (docs/reliability/fold-contract.md).
 """
 
 from __future__ import annotations
