@@ -7,7 +7,7 @@ per session; tables truncated and a fresh topic + consumer group per test.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +65,24 @@ async def scratch_database(stack: Services) -> AsyncIterator[str]:
     try:
         yield url
     finally:
+        await drop_database(stack.database_url, name)
+
+
+MakeDatabase = Callable[[], Awaitable[str]]
+
+
+@pytest.fixture
+async def new_database(stack: Services) -> AsyncIterator[MakeDatabase]:
+    """Makes fresh, empty databases (no tables); all dropped at teardown."""
+    names: list[str] = []
+
+    async def make() -> str:
+        names.append(f"exectrack_test_{uuid.uuid4().hex[:12]}")
+        await create_database(stack.database_url, names[-1])
+        return database_url_for(stack.database_url, names[-1])
+
+    yield make
+    for name in names:
         await drop_database(stack.database_url, name)
 
 

@@ -6,13 +6,10 @@ consumer and asserts the row's values (docs/reliability/fold-contract.md).
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,12 +32,10 @@ from producer.events import (
     to_binary,
     to_json,
 )
-from tests.conftest import Topics, create_database, database_url_for, drop_database
-from tests.stack import Services
+from tests.conftest import MakeDatabase, Topics
 from tests.support.kafka import publish, read_all
 from tests.support.service import consumer_settings, run_until, table
 
-MakeDatabase = Callable[[], Awaitable[str]]
 Message = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
@@ -55,21 +50,6 @@ def definition(event: ReportDefinedEvent) -> Message:
 async def consume(topics: Topics, database_url: str, db: AsyncEngine, records: int) -> None:
     """Run the consumer of the test's group until it has committed ``records`` more."""
     await run_until(ConsumerService(consumer_settings(topics, database_url), engine=db), records)
-
-
-@pytest.fixture
-async def new_database(stack: Services) -> AsyncIterator[MakeDatabase]:
-    """Makes fresh, empty databases (no tables); all dropped at teardown."""
-    names: list[str] = []
-
-    async def make() -> str:
-        names.append(f"exectrack_test_{uuid.uuid4().hex[:12]}")
-        await create_database(stack.database_url, names[-1])
-        return database_url_for(stack.database_url, names[-1])
-
-    yield make
-    for name in names:
-        await drop_database(stack.database_url, name)
 
 
 # ------------------------------------------------------- 5: partial folds

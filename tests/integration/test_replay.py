@@ -13,8 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,14 +31,12 @@ from consumer.settings import DatabaseSettings
 from consumer.verify import verify
 from producer.events import ExecutionEvent, ExecutionStatus
 from producer.simulate import SimConfig, SimMessage, generate
-from tests.conftest import Topics, create_database, database_url_for, drop_database
-from tests.stack import Services
+from tests.conftest import MakeDatabase, Topics
 from tests.support.expect import expected_rows
 from tests.support.kafka import publish, read_all
-from tests.support.service import consumer_settings, run_until, table
+from tests.support.service import consumer_settings, rows_of, run_until, table
 
 CONSUMER = Path(sys.executable).parent / "exectrack-consumer"
-MakeDatabase = Callable[[], Awaitable[str]]
 
 
 def stream(executions: int, seed: int, start: datetime | None = None) -> list[SimMessage]:
@@ -67,21 +63,6 @@ def invalid(messages: list[SimMessage]) -> int:
     return sum(m.invalid_reason is not None for m in messages)
 
 
-@pytest.fixture
-async def new_database(stack: Services) -> AsyncIterator[MakeDatabase]:
-    """Makes fresh, empty databases (no tables); all dropped at teardown."""
-    names: list[str] = []
-
-    async def make() -> str:
-        names.append(f"exectrack_test_{uuid.uuid4().hex[:12]}")
-        await create_database(stack.database_url, names[-1])
-        return database_url_for(stack.database_url, names[-1])
-
-    yield make
-    for name in names:
-        await drop_database(stack.database_url, name)
-
-
 async def group_offsets(topics: Topics) -> dict[Any, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=topics.bootstrap)
     await admin.start()
@@ -90,14 +71,6 @@ async def group_offsets(topics: Topics) -> dict[Any, int]:
     finally:
         await admin.close()
     return {tp: meta.offset for tp, meta in found.items()}
-
-
-async def rows_of(url: str) -> dict[str, dict[str, Any]]:
-    engine = create_engine(DatabaseSettings(), url=url)
-    try:
-        return await table(engine)
-    finally:
-        await engine.dispose()
 
 
 async def tombstones_of(url: str) -> set[str]:

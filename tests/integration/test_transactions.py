@@ -28,11 +28,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db.engine import create_engine
 from consumer.replay import ReplayOptions, replay
 from consumer.retention import RetentionPolicy
 from consumer.service import ConsumerService
-from consumer.settings import DatabaseSettings
 from producer.events import (
     CloudProvider,
     EventType,
@@ -48,7 +46,7 @@ from tests.conftest import Topics, create_database, database_url_for, drop_datab
 from tests.stack import Services
 from tests.support.kafka import committed_lag, read_all
 from tests.support.oracle import expected_row
-from tests.support.service import consumer_settings, run_until, table
+from tests.support.service import consumer_settings, rows_of, run_until, table
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)  # recent: nothing expired
 PERIODS = RetentionPolicy().default
@@ -121,14 +119,6 @@ async def scratch(stack: Services) -> AsyncIterator[str]:
         yield database_url_for(stack.database_url, name)
     finally:
         await drop_database(stack.database_url, name)
-
-
-async def rows_of(url: str) -> dict[str, dict[str, Any]]:
-    engine = create_engine(DatabaseSettings(), url=url)
-    try:
-        return await table(engine)
-    finally:
-        await engine.dispose()
 
 
 @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.db.engine import create_engine
 from consumer.db.repository import EXECUTIONS
 from consumer.service import ConsumerService, Totals
 from consumer.settings import DatabaseSettings, Settings
@@ -57,3 +58,12 @@ async def table(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
         found.pop("fold_keys")
         result[found["execution_id"]] = found
     return result
+
+
+async def rows_of(url: str) -> dict[str, dict[str, Any]]:
+    """The report_executions rows of the database at ``url`` (see ``table``)."""
+    engine = create_engine(DatabaseSettings(), url=url)
+    try:
+        return await table(engine)
+    finally:
+        await engine.dispose()
