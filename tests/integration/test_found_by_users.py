@@ -96,6 +96,40 @@ async def test_json_field_nested_32_deep_does_not_lose_the_completed_event(
     assert await read_all(topics.bootstrap, topics.dlq) == []
 
 
+# Same kind, a report definition (found with the command-line consumer and an
+# lz4-compressed batch): `query_config` 33 deep is dead-lettered `db_refused`
+# today, so the report keeps its placeholder row (name = report_id, no type).
+async def test_report_definition_with_json_nested_33_deep_is_applied(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    query = nested(33)
+    definition = orjson.dumps(
+        {
+            "specversion": "1.0", "id": "rd-deep", "source": "/services/catalog",
+            "type": "exectrack.report.defined", "subject": "rep-deep",
+            "time": "2026-01-01T12:00:00Z",
+            "data": {
+                "report_id": "rep-deep", "version": 1, "name": "Deep \U0001f600",
+                "report_type": "vpc_inventory", "category": "security", "provider": "aws",
+                "query_config": query,
+            },
+        }
+    )  # fmt: skip
+    await publish(topics.bootstrap, topics.topic, [(b"rep-deep", definition, STRUCTURED)])
+    await consume(topics, database_url, db, 1)
+    async with db.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT name, report_type, query_config FROM reports WHERE report_id = :r"),
+                {"r": "rep-deep"},
+            )
+        ).one_or_none()
+    assert row is not None, await read_all(topics.bootstrap, topics.dlq)
+    assert (row.name, row.report_type) == ("Deep \U0001f600", "vpc_inventory")
+    assert json.loads(row.query_config) == query
+    assert await read_all(topics.bootstrap, topics.dlq) == []
+
+
 # Inspired by ijl/orjson#308 "Too large integers are not rejected" and
 # ijl/orjson#53 "Support 65+ bit integers": orjson reads a JSON integer beyond
 # 64 bits as a float, silently. A JSON integer of any size is valid JSON (and
