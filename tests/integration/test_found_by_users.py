@@ -9,7 +9,10 @@ that inspired it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from typing import Any
 
 import orjson
@@ -18,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.service import ConsumerService
 from tests.conftest import Topics
-from tests.support.kafka import publish, read_all
+from tests.support.kafka import committed_lag, publish, read_all
 from tests.support.service import consumer_settings, run_until, table
 
 STRUCTURED = [("content-type", b"application/cloudevents+json")]
@@ -176,3 +179,60 @@ async def test_null_key_is_dead_lettered_like_an_empty_key(
     dead = await read_all(topics.bootstrap, topics.dlq)
     reasons = sorted(dict(d.headers)["exectrack.dlq.reason"] for d in dead)
     assert reasons == [b"key_mismatch", b"key_mismatch"]
+
+
+# The producer of a header whose NAME is not UTF-8 (Kafka header names are
+# bytes on the wire; librdkafka clients such as confluent-kafka-python write
+# them unchecked). Run in a child process with aiokafka's pure-Python record
+# builder and a str whose encode() returns those bytes: aiokafka itself only
+# ever writes UTF-8 names.
+BAD_HEADER_PRODUCER = """
+import asyncio, sys
+from aiokafka import AIOKafkaProducer
+
+class RawName(str):
+    def encode(self, *args, **kwargs):
+        return b"x-trace-\\xff\\xfe"
+
+async def main(topic, first, second):
+    producer = AIOKafkaProducer(bootstrap_servers=sys.argv[1], linger_ms=0)
+    await producer.start()
+    try:
+        ct = ("content-type", b"application/cloudevents+json")
+        await producer.send_and_wait(topic, first, key=b"hdr-a", partition=0,
+                                     headers=[ct, (RawName("x"), b"v")])
+        await producer.send_and_wait(topic, second, key=b"hdr-b", partition=0, headers=[ct])
+    finally:
+        await producer.stop()
+
+asyncio.run(main(sys.argv[2], sys.argv[3].encode(), sys.argv[4].encode()))
+"""
+
+
+# Inspired by ag2ai/faststream#2458 "FastStream fails to decode non-UTF-8 Kafka
+# message headers" and napalm-automation/napalm-logs pull request #390 "fix
+# kafka decoding error blocking consumption". One record whose header name is
+# not UTF-8, then a valid event of another execution on the same partition:
+# today aiokafka's record decoder raises UnicodeDecodeError inside the fetch,
+# ConsumerService.run() dies with it, nothing is committed, and a restart dies
+# again on the same offset: a crash on a message and a blocked partition.
+# Right: the consumer keeps running; the second event is applied; the first is
+# applied or dead-lettered (never silently lost); lag 0.
+async def test_header_name_that_is_not_utf8_does_not_crash_or_block_the_partition(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    first = event("started", "hdr-a", id="hdr-a-1").decode()
+    second = event("started", "hdr-b", id="hdr-b-1").decode()
+    env = dict(os.environ, AIOKAFKA_NO_EXTENSIONS="1")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BAD_HEADER_PRODUCER, topics.bootstrap, topics.topic, first, second,
+        env=env,
+    )  # fmt: skip
+    assert await asyncio.wait_for(child.wait(), timeout=60) == 0
+    service = ConsumerService(consumer_settings(topics, database_url), engine=db)
+    await run_until(service, 2, timeout_s=60)
+    rows = await table(db)
+    assert rows["hdr-b"]["status"] == "running"
+    dead = await read_all(topics.bootstrap, topics.dlq)
+    assert ("hdr-a" in rows) + len(dead) == 1, (sorted(rows), dead)
+    assert await committed_lag(topics.bootstrap, topics.topic, topics.group_id) == 0
