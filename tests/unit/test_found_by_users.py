@@ -83,3 +83,36 @@ def test_binary_mode_reads_the_first_content_type_header_like_the_mode_decision(
     with pytest.raises(InvalidEvent) as refused:
         parse_event(value, text_first, b"exec-1")
     assert refused.value.reason is InvalidReason.NOT_CLOUDEVENT
+
+
+# Inspired by spring-cloud/spring-cloud-function#1401 "CloudEventMessageBuilder.
+# setDataContentType() writes ce_datacontenttype header instead of content-type in
+# Kafka binary mode" and cloudevents/sdk-java#67 "Kafka binary content type not
+# set" (whose proposed fix copies ce_datacontenttype into content-type): real
+# producers send BOTH headers, with the same value. Today the outcome depends on
+# the headers' order: ce_datacontenttype first is applied, content-type first is
+# dead-lettered `not_cloudevent` with "header ce_datacontenttype appears twice"
+# (false: it appears once). A valid event lost over header order. Right: when
+# the two agree the event is read, in either order.
+@pytest.mark.parametrize("content_type_first", [True, False])
+def test_agreeing_content_type_and_ce_datacontenttype_are_read_in_either_order(
+    content_type_first: bool,
+) -> None:
+    both = [("content-type", b"application/json"), ("ce_datacontenttype", b"application/json")]
+    headers = [*BINARY_ATTRIBUTES, *(both if content_type_first else both[::-1])]
+    event = parse_event(orjson.dumps(DATA), headers, b"exec-1")
+    assert event.key == b"exec-1"
+
+
+# Same input, the two disagreeing: dead-lettering is right, but the reason must
+# name the cause (two content types), not claim a header appears twice.
+def test_conflicting_content_type_headers_are_named_truthfully() -> None:
+    headers = [
+        *BINARY_ATTRIBUTES,
+        ("content-type", b"application/json"),
+        ("ce_datacontenttype", b"text/plain"),
+    ]
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(orjson.dumps(DATA), headers, b"exec-1")
+    assert "appears twice" not in refused.value.detail
+    assert "content-type" in refused.value.detail
