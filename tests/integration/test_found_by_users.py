@@ -1,0 +1,238 @@
+"""Inputs from public bug reports of similar systems that break exectrack's promises.
+
+Each test publishes what a real producer sends (raw JSON bytes, as a foreign
+client would, not through ``producer.events``), consumes it with the real
+consumer on the real broker and database, and asserts what CONTRACT.md says
+the table and the dead-letter topic must hold. Each cites the public report
+that inspired it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.service import ConsumerService
+from tests.conftest import Topics
+from tests.support.kafka import committed_lag, publish, read_all
+from tests.support.service import consumer_settings, run_until, table
+
+STRUCTURED = [("content-type", b"application/cloudevents+json")]
+
+
+def event(kind: str, execution_id: str, *, id: str, **data: Any) -> bytes:
+    """A structured-mode execution event as a foreign producer writes it."""
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": id,
+            "source": "/services/found-by-users",
+            "type": f"exectrack.execution.{kind}",
+            "subject": execution_id,
+            "time": "2026-01-01T12:00:00Z",
+            "data": {"execution_id": execution_id, "report_id": "r-users", **data},
+        }
+    )
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A JSON object ``depth`` levels deep: {"a": {"a": ... {"leaf": 1}}}."""
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+async def consume(topics: Topics, database_url: str, db: AsyncEngine, records: int) -> None:
+    await run_until(ConsumerService(consumer_settings(topics, database_url), engine=db), records)
+
+
+async def json_text(db: AsyncEngine, execution_id: str, column: str) -> Any:
+    """The column's stored JSON text, parsed by the stdlib (exact integers of any size)."""
+    async with db.connect() as conn:
+        stored = (
+            await conn.execute(
+                text(f"SELECT {column} FROM report_executions WHERE execution_id = :e"),
+                {"e": execution_id},
+            )
+        ).scalar_one()
+    return None if stored is None else json.loads(stored)
+
+
+# Inspired by facebook/mysql-5.6#95 "SELECT query using JSON_VALID fails" (JSON
+# nesting limits of MySQL-family servers) and MariaDB's MDEV-32854 "Make
+# JSON_DEPTH_LIMIT unlimited" (mariadb-corporation/mariadb-columnstore-engine
+# pull request #3674): MariaDB 10.11's JSON_VALID, the CHECK constraint of every
+# JSON column, answers 0 for a document nested 32 levels or more. A
+# `result_summary` 32 deep is a valid JSON object of 400 bytes (CONTRACT.md:
+# JSON objects, each at most 64 KiB); today the whole `completed` event is
+# dead-lettered `db_refused` (error 4025, CONSTRAINT ... failed) and the
+# execution never completes: a valid event lost.
+async def test_json_field_nested_32_deep_does_not_lose_the_completed_event(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    summary, details = nested(32), nested(100)
+    await publish(
+        topics.bootstrap,
+        topics.topic,
+        [
+            (b"deep-32", event("completed", "deep-32", id="d32", result_summary=summary,
+                               records_processed=5), STRUCTURED),
+            (b"deep-100", event("failed", "deep-100", id="d100", error_details=details),
+             STRUCTURED),
+        ],
+    )  # fmt: skip
+    await consume(topics, database_url, db, 2)
+    rows = await table(db)
+    assert sorted(rows) == ["deep-100", "deep-32"], await read_all(topics.bootstrap, topics.dlq)
+    assert (rows["deep-32"]["status"], rows["deep-32"]["records_processed"]) == ("completed", 5)
+    assert rows["deep-100"]["status"] == "failed"
+    assert await json_text(db, "deep-32", "result_summary") == summary
+    assert await json_text(db, "deep-100", "error_details") == details
+    assert await read_all(topics.bootstrap, topics.dlq) == []
+
+
+# Same kind, a report definition (found with the command-line consumer and an
+# lz4-compressed batch): `query_config` 33 deep is dead-lettered `db_refused`
+# today, so the report keeps its placeholder row (name = report_id, no type).
+async def test_report_definition_with_json_nested_33_deep_is_applied(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    query = nested(33)
+    definition = orjson.dumps(
+        {
+            "specversion": "1.0", "id": "rd-deep", "source": "/services/catalog",
+            "type": "exectrack.report.defined", "subject": "rep-deep",
+            "time": "2026-01-01T12:00:00Z",
+            "data": {
+                "report_id": "rep-deep", "version": 1, "name": "Deep \U0001f600",
+                "report_type": "vpc_inventory", "category": "security", "provider": "aws",
+                "query_config": query,
+            },
+        }
+    )  # fmt: skip
+    await publish(topics.bootstrap, topics.topic, [(b"rep-deep", definition, STRUCTURED)])
+    await consume(topics, database_url, db, 1)
+    async with db.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT name, report_type, query_config FROM reports WHERE report_id = :r"),
+                {"r": "rep-deep"},
+            )
+        ).one_or_none()
+    assert row is not None, await read_all(topics.bootstrap, topics.dlq)
+    assert (row.name, row.report_type) == ("Deep \U0001f600", "vpc_inventory")
+    assert json.loads(row.query_config) == query
+    assert await read_all(topics.bootstrap, topics.dlq) == []
+
+
+# Inspired by ijl/orjson#308 "Too large integers are not rejected" and
+# ijl/orjson#53 "Support 65+ bit integers": orjson reads a JSON integer beyond
+# 64 bits as a float, silently. A JSON integer of any size is valid JSON (and
+# MariaDB's JSON column stores it exactly); CONTRACT.md says the field holds
+# the value the event carried. Today execution_parameters holds
+# 1.2345678901234568e+29 instead of 123456789012345678901234567890 (and two
+# events differing only in such a number get the same digest).
+async def test_integers_beyond_64_bits_in_json_fields_are_stored_exactly(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    raw = event("started", "big-int", id="big-1", execution_parameters={"p": 0}).replace(
+        b'{"p":0}', b'{"account":123456789012345678901234567890,"q":18446744073709551616}'
+    )
+    await publish(topics.bootstrap, topics.topic, [(b"big-int", raw, STRUCTURED)])
+    await consume(topics, database_url, db, 1)
+    assert await json_text(db, "big-int", "execution_parameters") == {
+        "account": 123456789012345678901234567890,
+        "q": 18446744073709551616,
+    }
+
+
+# Inspired by cloudevents/spec pull request #727 "Clarify the role of
+# partitioning extension in Kafka" (the key is opt-in: CloudEvents SDKs send a
+# null key unless told otherwise) and knative-extensions/eventing-kafka-broker#49
+# "Set partitionkey value as ProducerRecord key" (whose default was the empty
+# string). CONTRACT.md: the key is the execution_id, and an event whose key
+# disagrees with its execution_id goes to the dead-letter topic. An empty key is
+# dead-lettered `key_mismatch` today, but a null key is applied: the same
+# mistake, two outcomes, and events of one execution spread over partitions
+# (no longer "one consumer owns an execution at a time").
+async def test_null_key_is_dead_lettered_like_an_empty_key(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    await publish(
+        topics.bootstrap,
+        topics.topic,
+        [
+            (None, event("started", "no-key", id="nk-1"), STRUCTURED),
+            (b"", event("started", "empty-key", id="ek-1"), STRUCTURED),
+        ],
+    )
+    await consume(topics, database_url, db, 2)
+    assert await table(db) == {}
+    dead = await read_all(topics.bootstrap, topics.dlq)
+    reasons = sorted(dict(d.headers)["exectrack.dlq.reason"] for d in dead)
+    assert reasons == [b"key_mismatch", b"key_mismatch"]
+
+
+# The producer of a header whose NAME is not UTF-8 (Kafka header names are
+# bytes on the wire; librdkafka clients such as confluent-kafka-python write
+# them unchecked). Run in a child process with aiokafka's pure-Python record
+# builder and a str whose encode() returns those bytes: aiokafka itself only
+# ever writes UTF-8 names.
+BAD_HEADER_PRODUCER = """
+import asyncio, sys
+from aiokafka import AIOKafkaProducer
+
+class RawName(str):
+    def encode(self, *args, **kwargs):
+        return b"x-trace-\\xff\\xfe"
+
+async def main(topic, first, second):
+    producer = AIOKafkaProducer(bootstrap_servers=sys.argv[1], linger_ms=0)
+    await producer.start()
+    try:
+        ct = ("content-type", b"application/cloudevents+json")
+        await producer.send_and_wait(topic, first, key=b"hdr-a", partition=0,
+                                     headers=[ct, (RawName("x"), b"v")])
+        await producer.send_and_wait(topic, second, key=b"hdr-b", partition=0, headers=[ct])
+    finally:
+        await producer.stop()
+
+asyncio.run(main(sys.argv[2], sys.argv[3].encode(), sys.argv[4].encode()))
+"""
+
+
+# Inspired by ag2ai/faststream#2458 "FastStream fails to decode non-UTF-8 Kafka
+# message headers" and napalm-automation/napalm-logs pull request #390 "fix
+# kafka decoding error blocking consumption". One record whose header name is
+# not UTF-8, then a valid event of another execution on the same partition:
+# today aiokafka's record decoder raises UnicodeDecodeError inside the fetch,
+# ConsumerService.run() dies with it, nothing is committed, and a restart dies
+# again on the same offset: a crash on a message and a blocked partition.
+# Right: the consumer keeps running; the second event is applied; the first is
+# applied or dead-lettered (never silently lost); lag 0.
+async def test_header_name_that_is_not_utf8_does_not_crash_or_block_the_partition(
+    db: AsyncEngine, database_url: str, topics: Topics
+) -> None:
+    first = event("started", "hdr-a", id="hdr-a-1").decode()
+    second = event("started", "hdr-b", id="hdr-b-1").decode()
+    env = dict(os.environ, AIOKAFKA_NO_EXTENSIONS="1")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BAD_HEADER_PRODUCER, topics.bootstrap, topics.topic, first, second,
+        env=env,
+    )  # fmt: skip
+    assert await asyncio.wait_for(child.wait(), timeout=60) == 0
+    service = ConsumerService(consumer_settings(topics, database_url), engine=db)
+    await run_until(service, 2, timeout_s=60)
+    rows = await table(db)
+    assert rows["hdr-b"]["status"] == "running"
+    dead = await read_all(topics.bootstrap, topics.dlq)
+    assert ("hdr-a" in rows) + len(dead) == 1, (sorted(rows), dead)
+    assert await committed_lag(topics.bootstrap, topics.topic, topics.group_id) == 0
