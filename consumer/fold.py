@@ -4,9 +4,10 @@ CONTRACT.md defines the row as a function of the SET of distinct events of an
 execution, whatever the order, duplication or batching. Each field is a
 last-writer-wins register ordered by the event order key
 
-    K = (rank, sequence or -1, time, id)
+    K = (rank, sequence or -1, time, id, digest)
 
-so the state kept per execution is, for each field, the value and the K of the
+(``digest``: ``ExecutionEvent.digest``, of the event's canonical content), so
+the state kept per execution is, for each field, the value and the K of the
 event that supplied it (plus the status, and the smallest and greatest event
 time). Merging two states field by field with max-by-K is associative,
 commutative and idempotent, which is exactly what makes the result independent
@@ -15,6 +16,15 @@ of order, duplicates and batch boundaries (tests/unit/test_fold_properties.py).
 The database keeps that state: the values are the row's columns, the K's are
 the compact ``fold_keys`` JSON column (docs/schema.md), so a batch can merge
 into an existing row without any event history.
+
+Conflicting duplicates (one ``id``, two contents: a producer broke "a re-sent
+event keeps its id and content") are ordered by their digests like any two
+events, and reported: each state remembers the digest of every event id it
+has seen (the batch's events, and the ids of the stored keys), and collects
+the ids seen with two digests in ``conflicts`` (the writer counts and logs
+them). Keys stored before the digest existed (4 elements) decode with digest
+``""``: below every real digest, and never reported as a conflict, since their
+content is unknown.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from producer.events import (
     ExecutionStatus,
 )
 
-OrderKey = tuple[int, int, datetime, str]
+OrderKey = tuple[int, int, datetime, str, str]
 
 # Fields an event may carry; each is merged on its own (report_id is required on
 # every event, so its winner is the overall greatest K).
@@ -66,6 +76,8 @@ class ExecutionFold:
     first_time: datetime
     last_time: datetime
     values: dict[str, tuple[OrderKey, Any]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)  # event id -> digest seen
+    conflicts: set[str] = field(default_factory=set)  # ids seen with two digests
 
     @classmethod
     def of(cls, event: ExecutionEvent) -> ExecutionFold:
@@ -76,13 +88,24 @@ class ExecutionFold:
             status_key=key,
             first_time=event.time,
             last_time=event.time,
+            digests={key[3]: key[4]},
         )
         fold._take_fields(event, key)
         return fold
 
+    def _seen(self, event_id: str, digest: str) -> None:
+        if not digest:
+            return  # a key stored before digests existed: content unknown
+        known = self.digests.setdefault(event_id, digest)
+        if known != digest:
+            self.conflicts.add(event_id)
+
     def add(self, event: ExecutionEvent) -> None:
         """Merge one event into this state (in place)."""
         key = event.order_key
+        event_id, digest = key[3], key[4]  # inlined _seen: once per event, hot path
+        if self.digests.setdefault(event_id, digest) != digest:
+            self.conflicts.add(event_id)
         if key > self.status_key:
             self.status, self.status_key = event.status, key
         if event.time < self.first_time:
@@ -107,6 +130,9 @@ class ExecutionFold:
 
     def merge(self, other: ExecutionFold) -> None:
         """Join another state of the same execution into this one (in place)."""
+        for event_id, digest in other.digests.items():
+            self._seen(event_id, digest)
+        self.conflicts |= other.conflicts
         if other.status_key > self.status_key:
             self.status, self.status_key = other.status, other.status_key
         self.first_time = min(self.first_time, other.first_time)
@@ -179,23 +205,28 @@ class ExecutionFold:
             last_time=row["last_event_at"],
         )
         fold.values = {name: (key, row[name]) for name, key in keys.items() if name in row}
+        for key in (fold.status_key, *(key for key, _ in fold.values.values())):
+            if key[4]:
+                fold.digests[key[3]] = key[4]
         return fold
 
 
 def _encode_key(key: OrderKey) -> list[Any]:
-    rank, sequence, time, event_id = key
-    return [rank, sequence, (time - EPOCH) // timedelta(microseconds=1), event_id]
+    rank, sequence, time, event_id, digest = key
+    return [rank, sequence, (time - EPOCH) // timedelta(microseconds=1), event_id, digest]
 
 
 def _decode_key(raw: list[Any]) -> OrderKey:
-    rank, sequence, micros, event_id = raw
-    return (int(rank), int(sequence), EPOCH + timedelta(microseconds=int(micros)), str(event_id))
+    """A stored key; one written before the digest existed (4 elements) gets digest ``""``."""
+    rank, sequence, micros, event_id, *digest = raw
+    when = EPOCH + timedelta(microseconds=int(micros))
+    return (int(rank), int(sequence), when, str(event_id), str(digest[0]) if digest else "")
 
 
 def encode_keys(fold: ExecutionFold) -> dict[str, Any]:
     """Compact, deterministic JSON of the order keys: distinct keys once, fields by index.
 
-    ``{"k": [[rank, seq, time_us, id], ...], "f": {"status": 0, "report_id": 0, ...}}``
+    ``{"k": [[rank, seq, time_us, id, digest], ...], "f": {"status": 0, "report_id": 0, ...}}``
     Most fields of an execution come from a handful of events, so this stays small.
     """
     by_field: dict[str, OrderKey] = {STATUS: fold.status_key}

@@ -22,13 +22,21 @@ EVENTS_DEAD_LETTERED = Counter(
 EXECUTIONS_WRITTEN = Counter(
     "exectrack_executions_written_total", "report_executions rows inserted or updated."
 )
+# Deprecated, always 0: the writer no longer skips a fold whose retention_until
+# looks past (a batch is a partial fold; CONTRACT.md "Retention"). Kept registered
+# so that dashboards and alerts outside this repository that query it keep
+# resolving (names: add, never rename); tombstones are counted just below.
 EXECUTIONS_SKIPPED_EXPIRED = Counter(
     "exectrack_executions_skipped_expired_total",
-    "New executions not written because their retention_until had already passed.",
+    "Deprecated, always 0: the writer no longer skips folds that look expired.",
 )
 EXECUTIONS_SKIPPED_PURGED = Counter(
     "exectrack_executions_skipped_purged_total",
     "Batch folds not written because the execution was purged (it has a tombstone).",
+)
+EVENT_ID_CONFLICTS = Counter(
+    "exectrack_event_id_conflicts_total",
+    "Event ids seen with two different contents (same id, different digest) in a write.",
 )
 BATCH_SIZE = Histogram(
     "exectrack_batch_size_events",

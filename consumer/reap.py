@@ -10,8 +10,8 @@ publishes, for each, a ``timed_out`` event to the events topic, keyed by the
 the consumer folds the event like any other, so the topic holds the history and
 a replay gives the same row.
 
-Order key K = (rank, sequence or -1, time, id): the reaper's event is
-(2, -1, now, id). A worker's own terminal event (rank 2) that arrives later
+Order key K = (rank, sequence or -1, time, id, digest): the reaper's event is
+(2, -1, now, id, digest). A worker's own terminal event (rank 2) that arrives later
 still wins if it carries a sequence (>= 0 > -1), whatever its time; without a
 sequence it wins only if its time is later than the reaper's. A late
 ``started``/``progress`` (rank 1) never reopens the execution.

@@ -10,13 +10,13 @@ counters outlives a batch, so memory is flat whatever the topic size. Invalid
 records are counted, not dead-lettered again, unless ``--dead-letter``.
 
 A replay never resurrects an execution past retention (CONTRACT.md). The writer
-skips a *new* row whose fold has expired, but an execution whose events straddle
-batches is written before it is known to be expired, and a late duplicate after a
-skipped fold would insert a partial row that never expires. So the replay writes
-every fold whole (the writer's clock at the epoch) and, at the end, deletes the rows
-it inserted (``id`` above the greatest id at the start) whose ``retention_until`` has
-passed, in bounded chunks: the summary's "skipped as expired". If it is interrupted
-first, the purge removes them (their ``retention_until`` has passed).
+writes every fold whole, whatever its ``retention_until`` (a batch is a partial
+fold: a later event may still move it, so no rule may judge it expired), and
+skips only executions with a tombstone. At the end, the replay deletes the rows
+it inserted (``id`` above the greatest id at the start) whose ``retention_until``
+has passed, in bounded chunks, each leaving a tombstone as the purge does: the
+summary's "skipped as expired". If it is interrupted first, the purge removes
+them (their ``retention_until`` has passed).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from consumer.db import migrate
 from consumer.db.engine import create_engine
 from consumer.db.repository import CHUNK, EXECUTIONS
 from consumer.dlq import consumer_identity
-from consumer.fold import EPOCH
 from consumer.kafka import reader
 from consumer.pipeline import WritePipeline
 from consumer.purge import delete_with_tombstones, not_held
@@ -185,7 +184,6 @@ class Replay:
             self.settings.retention,
             retry_initial_s=self.settings.db_retry_initial_s,
             retry_max_s=self.settings.db_retry_max_s,
-            clock=lambda: EPOCH,  # write every fold whole: expired rows go at the end
         )
         groups = [(s,) for s in plan.spans] if plan.sequential else [plan.spans]
         for group in groups:
@@ -269,7 +267,6 @@ class Replay:
         summary.refused += len(refused)
         summary.applied += batch.records - len(batch.dead_letters) - len(refused)
         summary.row_writes += outcome.written
-        summary.skipped_expired += outcome.skipped_expired
         summary.skipped_purged += outcome.skipped_purged
         summary.reports_defined += outcome.reports_defined
         room = 5 - len(summary.first_errors)

@@ -287,7 +287,7 @@ class ConsumerService:
             return
         self.committed.update(batch.offsets)
         metrics.EXECUTIONS_SKIPPED_PURGED.inc(outcome.skipped_purged)
-        self._account(batch, dead, outcome.written, outcome.skipped_expired, started)
+        self._account(batch, dead, outcome.written, outcome.skipped_purged, started)
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:
@@ -306,7 +306,7 @@ class ConsumerService:
             )
 
     def _account(
-        self, batch: Batch, dead: list[DeadLetter], written: int, expired: int, started: float
+        self, batch: Batch, dead: list[DeadLetter], written: int, purged: int, started: float
     ) -> None:
         applied = batch.records - len(dead)
         t = self.totals
@@ -319,7 +319,6 @@ class ConsumerService:
         metrics.EVENTS_CONSUMED.inc(batch.records)
         metrics.EVENTS_APPLIED.inc(applied)
         metrics.EXECUTIONS_WRITTEN.inc(written)
-        metrics.EXECUTIONS_SKIPPED_EXPIRED.inc(expired)
         metrics.BATCH_SIZE.observe(batch.records)
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.LAST_BATCH.set(time.time())
@@ -332,7 +331,7 @@ class ConsumerService:
             written=written,
             dead_lettered=len(dead),
             dead_letter_reasons=dict(Counter(letter.reason for letter in dead)) or None,
-            skipped_expired=expired,
+            skipped_purged=purged,
             partitions=len(batch.offsets),
             ms=round(elapsed * 1000, 1),
         )

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,7 +35,6 @@ log = structlog.get_logger(__name__)
 @dataclass
 class Outcome:
     written: int = 0
-    skipped_expired: int = 0
     skipped_purged: int = 0
     reports_defined: int = 0
     placeholders: int = 0
@@ -47,10 +45,20 @@ class Outcome:
 
     def add(self, result: WriteResult) -> None:
         self.written += result.executions_written
-        self.skipped_expired += result.executions_skipped_expired
         self.skipped_purged += result.executions_skipped_purged
         self.reports_defined += result.reports_defined
         self.placeholders += result.placeholders
+
+
+def report_conflicts(conflicts: Iterable[tuple[str, str]]) -> None:
+    """Count and log each event id seen with two contents (CONTRACT.md, "The fold").
+
+    The fold already ordered them by digest (the row does not depend on which
+    came first); this only tells the operator that a producer re-used an id.
+    """
+    for execution_id, event_id in conflicts:
+        metrics.EVENT_ID_CONFLICTS.inc()
+        log.warning("event_id_conflict", execution_id=execution_id, id=event_id)
 
 
 class Stopped(Exception):
@@ -63,7 +71,6 @@ class BatchWriter:
     policy: RetentionPolicy
     retry_initial_s: float = 0.2
     retry_max_s: float = 30.0
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def write(
         self,
@@ -83,7 +90,9 @@ class BatchWriter:
         keep_going: Callable[[], bool],
     ) -> None:
         try:
-            outcome.add(await self._write_retrying(executions, definitions, outcome, keep_going))
+            result = await self._write_retrying(executions, definitions, outcome, keep_going)
+            outcome.add(result)
+            report_conflicts(result.conflicts)
             return
         except PoisonBatch as exc:
             size = len(executions) + len(definitions)
@@ -125,9 +134,7 @@ class BatchWriter:
             started = asyncio.get_running_loop().time()
             try:
                 async with self.engine.begin() as conn:
-                    result = await write_batch(
-                        conn, executions, definitions, self.policy, now=self.clock()
-                    )
+                    result = await write_batch(conn, executions, definitions, self.policy)
                 metrics.DB_WRITE_SECONDS.observe(asyncio.get_running_loop().time() - started)
                 return result
             except Exception as exc:

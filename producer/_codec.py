@@ -102,6 +102,35 @@ def _from_headers(value: bytes, headers: Sequence[tuple[str, bytes | None]]) -> 
     return attributes
 
 
+_CLOUDEVENTS_TYPE = b"application/cloudevents"
+_CLOUDEVENTS_JSON = CONTENT_TYPE.encode()
+
+
+def _structured(headers: Sequence[tuple[str, bytes | None]]) -> bool | None:
+    """The content mode by the Kafka protocol binding of CloudEvents (section 3):
+    True (structured) when the first ``content-type`` header is the media type
+    ``application/cloudevents``, with any ``+format`` suffix (case-insensitive,
+    parameters such as ``; charset=utf-8`` allowed); False (binary) when it is
+    not but a ``ce_specversion`` header is there; None when there is neither.
+
+    Structured in a format other than JSON raises ``InvalidEvent``
+    (``unsupported_format``): the binding lets a receiver that cannot read a
+    format refuse it, and reading that value as JSON, or as binary-mode data,
+    would only give a misleading reason.
+    """
+    raw = next((raw for name, raw in headers if name.lower() == "content-type"), None)
+    media = b"" if raw is None else raw.split(b";", 1)[0].strip().lower()
+    if media == _CLOUDEVENTS_TYPE or media.startswith(_CLOUDEVENTS_TYPE + b"+"):
+        if media not in (_CLOUDEVENTS_TYPE, _CLOUDEVENTS_JSON):
+            shown = (raw or b"")[:100].decode("utf-8", "replace")
+            detail = f"content-type {shown!r}: only application/cloudevents+json is read"
+            raise InvalidEvent(R.UNSUPPORTED_FORMAT, detail)
+        return True
+    if any(name == "ce_specversion" for name, _ in headers):
+        return False
+    return None
+
+
 def parse_event(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]] = (),
@@ -109,16 +138,20 @@ def parse_event(
 ) -> Event:
     """Validate one Kafka message; raise ``InvalidEvent`` (and nothing else) if it is not an event.
 
-    Binary mode when a ``ce_specversion`` header is present, else structured
-    mode; the ``content-type`` header of a structured message is not checked
-    (producers get it wrong, and the value proves itself). ``key``, when
+    The content mode follows the CloudEvents Kafka protocol binding (CONTRACT.md,
+    "Transport"): structured when the ``content-type`` header is
+    ``application/cloudevents`` (any ``+format``; only JSON is read, other formats
+    are ``unsupported_format``), binary otherwise. A message with neither that
+    content-type nor a ``ce_specversion`` header cannot be a binary-mode event;
+    it is read as structured JSON, as it always was (producers that omit the
+    header, e.g. kcat without ``-H``: the value proves itself). ``key``, when
     given, must be the event's key.
     """
     if value is None:
         raise InvalidEvent(R.NOT_CLOUDEVENT, "message has no value (a tombstone?)")
     if len(value) > MAX_EVENT_BYTES:
         raise InvalidEvent(R.TOO_LARGE, f"message is {len(value)} bytes, over {MAX_EVENT_BYTES}")
-    binary = any(name == "ce_specversion" for name, _ in headers)
+    binary = _structured(headers) is False
     obj = _from_headers(value, headers) if binary else _loads(value, "value")
     if not isinstance(obj, dict):
         raise InvalidEvent(R.NOT_CLOUDEVENT, f"value is a JSON {type(obj).__name__}, not an object")

@@ -49,6 +49,8 @@ class InvalidReason(StrEnum):
     """Kafka key or ``subject`` differs from ``data.execution_id`` / ``data.report_id``."""
     TOO_LARGE = "too_large"
     """Message over 1 MiB, or a JSON field over 64 KiB serialized."""
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    """Structured mode in an event format other than JSON (``application/cloudevents+avro``)."""
 
 
 class ExectrackError(Exception):

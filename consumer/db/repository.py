@@ -72,10 +72,11 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class WriteResult:
     executions_written: int
-    executions_skipped_expired: int
     reports_defined: int
     placeholders: int
     executions_skipped_purged: int = 0  # had a tombstone: purged, never written again
+    # (execution_id, event id) of each event id seen with two contents (consumer.fold)
+    conflicts: tuple[tuple[str, str], ...] = ()
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -222,10 +223,15 @@ async def write_batch(
     executions: Mapping[str, ExecutionFold],
     definitions: Mapping[str, ReportDefinedEvent],
     policy: RetentionPolicy,
-    *,
-    now: datetime,
 ) -> WriteResult:
-    """Merge one batch into the database inside the caller's transaction."""
+    """Merge one batch into the database inside the caller's transaction.
+
+    Every fold is written whole, whatever its ``retention_until``: the batch is a
+    partial fold, and a later event may still move that value (CONTRACT.md,
+    "The fold" and "Retention"). Only a tombstone (``purged_executions``) stops
+    an execution; rows past retention go when the purge (or a replay's final
+    sweep) runs.
+    """
     users = {f.value("started_by") for f in executions.values()}
     for event in definitions.values():
         users |= {event.data.created_by, event.data.last_modified_by}
@@ -256,7 +262,6 @@ async def write_batch(
 
     fresh: list[dict[str, Any]] = []
     replace: list[dict[str, Any]] = []
-    expired = 0
     for eid, fold in merged.items():
         report_id = fold.value("report_id")
         report_type, category = kinds[report_id]
@@ -264,15 +269,10 @@ async def write_batch(
             fold.status, report_type=report_type, category=category,
             report_id=report_id, execution_id=eid,
         )  # fmt: skip
-        row = fold.to_row(period)
-        if eid in stored:
-            replace.append(row)
-        elif row["retention_until"] is not None and row["retention_until"] <= now:
-            expired += 1  # already past retention: a replay must not resurrect it
-        else:
-            fresh.append(row)
+        (replace if eid in stored else fresh).append(fold.to_row(period))
     for rows in chunks(fresh):
         await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=False)
     for rows in chunks(replace):
         await fastsql.write_rows(conn, EXECUTION_COLUMNS, rows, overwrite=True)
-    return WriteResult(len(fresh) + len(replace), expired, defined, placeholders, len(purged))
+    conflicts = tuple((eid, i) for eid, fold in merged.items() for i in sorted(fold.conflicts))
+    return WriteResult(len(fresh) + len(replace), defined, placeholders, len(purged), conflicts)

@@ -15,9 +15,15 @@ from tests.support.oracle import expected_row
 
 
 def expected_rows(
-    messages: Sequence[SimMessage], now: datetime, policy: RetentionPolicy | None = None
+    messages: Sequence[SimMessage], swept_at: datetime | None, policy: RetentionPolicy | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Oracle rows of every execution with valid events, minus the already-expired ones."""
+    """Oracle rows of every execution with valid events.
+
+    ``swept_at``: when a purge (or a replay's final sweep) ran after the last
+    event, the rows it deleted (``retention_until <= swept_at``) are left out;
+    ``None`` when none ran: the consumer writes every fold whole, past retention
+    or not (CONTRACT.md "Retention": no partial fold is judged expired).
+    """
     policy = policy or RetentionPolicy()
     by_execution: dict[str, list[ExecutionEvent]] = defaultdict(list)
     for message in messages:
@@ -27,7 +33,8 @@ def expected_rows(
     for eid, events in by_execution.items():
         status = expected_row(events, None)["status"]
         row = expected_row(events, policy.default.get(status))
-        if row["retention_until"] is None or row["retention_until"] > now:
+        until = row["retention_until"]
+        if swept_at is None or until is None or until > swept_at:
             rows[eid] = row
     return rows
 

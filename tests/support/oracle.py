@@ -29,14 +29,15 @@ FIELDS = (
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
 
 
-def k(event: ExecutionEvent) -> tuple[int, int, datetime, str]:
+def k(event: ExecutionEvent) -> tuple[int, int, datetime, str, str]:
+    """K = (rank, sequence or -1, time, id, digest), as CONTRACT.md words it."""
     seq = event.data.sequence
-    return (event.rank, -1 if seq is None else seq, event.time, event.id)
+    return (event.rank, -1 if seq is None else seq, event.time, event.id, event.digest)
 
 
 def expected_row(events: list[ExecutionEvent], period: timedelta | None) -> dict[str, Any]:
-    """The row for a set of events of ONE execution (duplicates by id are ignored)."""
-    distinct = list({e.id: e for e in events}.values())
+    """The row for a set of events of ONE execution (distinct by id and content)."""
+    distinct = list({(e.id, e.digest): e for e in events}.values())
     ordered = sorted(distinct, key=k)
     top = ordered[-1]
     row: dict[str, Any] = {"execution_id": top.data.execution_id, "status": top.status}

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -335,6 +336,67 @@ def test_structured_content_type_header_is_not_checked() -> None:
     assert outcome(attrs(), headers=[("content-type", b"text/plain")]) == OK
 
 
+# ---------------------------------------------------------------- content mode (issue #13 item 7)
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/cloudevents+json",
+        b"Application/CloudEvents+JSON",
+        b"application/cloudevents+json; charset=utf-8",
+        b" application/cloudevents+json ;charset=UTF-8",
+        b"application/cloudevents",
+    ],
+)
+def test_cloudevents_content_type_means_structured_even_with_ce_headers(
+    content_type: bytes,
+) -> None:
+    """The Kafka binding decides by content-type: a structured message that also
+    carries ce_* headers (a tracing or routing layer copies them) is structured."""
+    event = parse_event(attrs())
+    binary_headers, _ = to_binary(event)
+    ce_headers = [(k, v) for k, v in binary_headers if k.startswith("ce_")]
+    for headers in (
+        [("content-type", content_type), *ce_headers],
+        [*ce_headers, ("content-type", content_type)],
+        [("ce_specversion", b"1.0"), ("Content-Type", content_type)],
+    ):
+        assert parse_event(to_json(event), headers, event.key) == event
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/cloudevents+avro",
+        b"application/cloudevents+protobuf; x=1",
+        b"APPLICATION/CLOUDEVENTS+XML",
+    ],
+)
+def test_structured_mode_in_another_format_is_refused_with_its_own_reason(
+    content_type: bytes,
+) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(attrs(), [("content-type", content_type), ("ce_specversion", b"1.0")])
+    assert caught.value.reason == R.UNSUPPORTED_FORMAT
+    assert content_type.decode()[:20] in caught.value.detail
+    assert "only application/cloudevents+json is read" in caught.value.detail
+
+
+def test_other_content_types_with_ce_specversion_are_binary() -> None:
+    """Binary otherwise: application/json, a media type that merely starts with the
+    same letters (cloudevents-batch), or no content-type at all."""
+    event = parse_event(attrs())
+    headers, value = to_binary(event)
+    ce_headers = [(k, v) for k, v in headers if k != "content-type"]
+    for content_type in (b"application/json", b"application/cloudevents-batch+json"):
+        with_type = [*ce_headers, ("content-type", content_type)]
+        if content_type == b"application/json":
+            assert parse_event(value, with_type, event.key) == event
+        else:  # binary: the content-type is the data's, and data must be JSON
+            assert outcome(value, with_type) == R.NOT_CLOUDEVENT
+    assert parse_event(value, ce_headers, event.key) == event
+    assert outcome(to_json(event), ce_headers) == R.INVALID_FIELD  # a whole event as data
+
+
 # ---------------------------------------------------------------- round trips
 def full_execution() -> ExecutionEvent:
     return execution_event(
@@ -468,9 +530,9 @@ def at(event_type: EventType, sequence: int | None = None, second: int = 0) -> E
 
 def test_order_key_without_and_with_sequence() -> None:
     plain = at(EventType.PROGRESS)
-    assert plain.order_key == (1, -1, plain.time, plain.id)
+    assert plain.order_key == (1, -1, plain.time, plain.id, plain.digest)
     numbered = at(EventType.PROGRESS, sequence=5)
-    assert numbered.order_key == (1, 5, numbered.time, numbered.id)
+    assert numbered.order_key == (1, 5, numbered.time, numbered.id, numbered.digest)
 
 
 def test_order_key_ranks_before_sequence_and_time() -> None:
@@ -717,3 +779,34 @@ def test_json_field_limit_is_serialized_size() -> None:
     event = parse_event(data(error_details={"m": "x" * 65528}))
     assert isinstance(event, ExecutionEvent)
     assert len(to_json(event)) > MAX_JSON_FIELD_BYTES
+
+
+# ---------------------------------------------------------------- digest (issue #13 item 6)
+def test_digest_is_one_per_content_whatever_the_spelling() -> None:
+    """Structured or binary mode, keys in another order, the time with another offset,
+    unknown fields and extension attributes: one event, one digest."""
+    event = at(EventType.PROGRESS, sequence=3)
+    headers, value = to_binary(event)
+    raw = orjson.loads(to_json(event))
+    raw["time"] = "2024-05-01T14:00:00.000000+02:00"
+    raw["ext"] = "ignored"
+    raw["data"] = dict(reversed(list(raw["data"].items())), unknown=1)
+    spellings = [
+        parse_event(to_json(event)),
+        parse_event(value, headers),
+        parse_event(orjson.dumps(raw)),
+    ]
+    assert {e.digest for e in spellings} == {event.digest}
+    assert len(event.digest) == 32
+    assert int(event.digest, 16) >= 0
+
+
+def test_digest_differs_when_the_content_differs_under_one_id() -> None:
+    first = at(EventType.PROGRESS, sequence=3)
+    raw = orjson.loads(to_json(first))
+    raw["data"]["records_processed"] = 20
+    second = parse_event(orjson.dumps(raw))
+    assert (second.id, second.time) == (first.id, first.time)
+    assert second.digest != first.digest
+    assert second.order_key[:4] == first.order_key[:4]
+    assert second.order_key != first.order_key

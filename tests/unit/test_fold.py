@@ -7,8 +7,11 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from consumer.fold import ExecutionFold, decode_keys, encode_keys, fold_events
+from consumer.writer import report_conflicts
 from producer.events import MAX_TIME, EventType, ExecutionEvent, execution_event
 from tests.support.oracle import expected_row
 
@@ -182,6 +185,52 @@ def test_any_order_duplicates_and_batching_give_the_oracle_row(
     assert stored == expected
 
 
+@st.composite
+def with_conflicts(draw: st.DrawFn) -> list[ExecutionEvent]:
+    """A set of events plus, for some, a conflicting twin: same id, type, sequence
+    and time, other content (a producer that re-used an id)."""
+    events = draw(execution_events())
+    twins = []
+    for event in draw(st.lists(st.sampled_from(events), max_size=3, unique_by=lambda e: e.id)):
+        data = event.data.model_dump(exclude_none=True)
+        data.pop("execution_id")
+        data["records_processed"] = draw(st.integers(11, 20))
+        if draw(st.booleans()):
+            data["output_location"] = "s3://twin"
+        twins.append(
+            execution_event(
+                event.type,
+                execution_id="e-1",
+                source="/other",
+                time=event.time,
+                id=event.id,
+                **data,
+            )
+        )
+    return events + twins
+
+
+@settings(max_examples=300)
+@given(events=with_conflicts(), data=st.data())
+def test_conflicting_duplicates_in_any_order_and_batching_give_one_row(
+    events: list[ExecutionEvent], data: st.DataObject
+) -> None:
+    expected = expected_row(events, PERIOD)
+    stream = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events)))))
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(stream) - 1)), max_size=3)))
+    stored: dict[str, Any] | None = None
+    for batch in filter(
+        None, [stream[i:j] for i, j in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    ):
+        fold = fold_all(batch)
+        if stored is not None:
+            fold.merge(ExecutionFold.from_row(stored))
+        stored = fold.to_row(PERIOD)
+    assert stored is not None
+    stored.pop("fold_keys")
+    assert stored == expected
+
+
 @given(events=execution_events())
 def test_applying_a_batch_twice_changes_nothing(events: list[ExecutionEvent]) -> None:
     once = fold_all(events)
@@ -189,3 +238,74 @@ def test_applying_a_batch_twice_changes_nothing(events: list[ExecutionEvent]) ->
     twice = ExecutionFold.from_row(row)
     twice.merge(fold_all(events))
     assert twice.to_row(PERIOD) == row
+
+
+# ----------------------------------------------------------------- conflicting duplicates
+def twins() -> tuple[ExecutionEvent, ExecutionEvent]:
+    """Issue #13 item 6: two progress events, one id, sequence and time, two contents."""
+    small = ev(EventType.PROGRESS, 7, sequence=1, records_processed=10)
+    large = ev(EventType.PROGRESS, 7, sequence=1, records_processed=20, output_location="s3://o")
+    assert small.order_key[:4] == large.order_key[:4]
+    assert small.digest != large.digest
+    return small, large
+
+
+def test_conflicting_duplicates_give_one_row_in_either_order() -> None:
+    small, large = twins()
+    winner = max(small, large, key=lambda e: e.digest)
+    rows = []
+    for stream in ([small, large], [large, small]):
+        fold = fold_all(stream)
+        assert fold.conflicts == {small.id}
+        rows.append(fold.to_row(PERIOD))
+    assert rows[0] == rows[1]
+    assert rows[0]["records_processed"] == winner.data.records_processed
+    assert rows[0]["output_location"] == "s3://o"  # only one of them carries it
+    assert rows[0] == {**expected_row([small, large], PERIOD), "fold_keys": rows[0]["fold_keys"]}
+
+
+def test_conflicting_duplicates_across_batches_are_detected_through_stored_keys() -> None:
+    small, large = twins()
+    for first, second in ((small, large), (large, small)):
+        stored = fold_all([first]).to_row(PERIOD)
+        later = ExecutionFold.from_row(stored)
+        assert not later.conflicts
+        later.merge(fold_all([second]))
+        assert later.conflicts == {small.id}
+        assert (
+            later.value("records_processed")
+            == max(small, large, key=lambda e: e.digest).data.records_processed
+        )
+
+
+def test_keys_stored_before_the_digest_decode_with_an_empty_digest() -> None:
+    """fold_keys written by earlier versions hold 4-element keys: they still decode,
+    compare below any real digest of the same event, and are never a conflict."""
+    event = ev(EventType.PROGRESS, 2, sequence=1, records_processed=5)
+    row = fold_all([event]).to_row(PERIOD)
+    row["fold_keys"] = {
+        "k": [k[:4] for k in row["fold_keys"]["k"]],
+        "f": row["fold_keys"]["f"],
+    }
+    old = ExecutionFold.from_row(row)
+    assert old.status_key == (*event.order_key[:4], "")
+    assert old.status_key < event.order_key
+    old.merge(fold_all([event]))  # the same event delivered again
+    assert not old.conflicts
+    assert old.status_key == event.order_key  # the key gains its digest
+    assert old.value("records_processed") == 5
+
+
+def test_conflicts_are_counted_and_logged_with_execution_and_event_id() -> None:
+    before = REGISTRY.get_sample_value("exectrack_event_id_conflicts_total") or 0.0
+    with capture_logs() as logs:
+        report_conflicts([("e-1", "id-007")])
+    assert REGISTRY.get_sample_value("exectrack_event_id_conflicts_total") == before + 1
+    assert logs == [
+        {
+            "event": "event_id_conflict",
+            "execution_id": "e-1",
+            "id": "id-007",
+            "log_level": "warning",
+        }
+    ]
