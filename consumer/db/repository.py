@@ -232,7 +232,10 @@ async def write_batch(
     an execution; rows past retention go when the purge (or a replay's final
     sweep) runs.
     """
-    users = {f.value("started_by") for f in executions.values()}
+    # placeholders for every user and report an event names, tombstoned executions
+    # included, not only a fold's winners: the tables then depend on the set of
+    # events, not on batch boundaries (tests/integration/test_fold_stateful.py)
+    users: set[int | None] = set().union(*(f.users for f in executions.values()))
     for event in definitions.values():
         users |= {event.data.created_by, event.data.last_modified_by}
     users.discard(None)
@@ -256,8 +259,9 @@ async def write_batch(
         else:  # a new state object: the caller's folds stay as they were (retries)
             merged[eid] = ExecutionFold.from_row(row)
             merged[eid].merge(fold)
+    named = set().union(*(f.reports for f in executions.values()))
     kinds, defined, placeholders = await write_reports(
-        conn, definitions, {f.value("report_id") for f in merged.values()}
+        conn, definitions, named | {f.value("report_id") for f in merged.values()}
     )
 
     fresh: list[dict[str, Any]] = []
