@@ -66,7 +66,7 @@ Invariants, after every step
 
 Runtime: ``EXECTRACK_PROPERTY_SCALE=quick`` (the default, part of ``make
 test``): 100 examples of up to 50 steps, about 65 s on the 2-core machine;
-``long``: 600 examples of up to 80 steps, about 10 minutes (on demand,
+``long``: 600 examples of up to 80 steps, about 10 minutes at that rate (on demand,
 docs/kinds/state.md). ``EXECTRACK_PROPERTY_SHRINK=0`` reports the first
 failing example unshrunk. No Hypothesis deadline (tests/conftest.py's
 profile). Hypothesis's stateful runner has no asyncio support: the test runs
