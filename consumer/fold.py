@@ -122,6 +122,11 @@ class ExecutionFold:
     conflicts: set[str] = field(default_factory=set)  # ids seen with two digests
     # (field, event id, value sent, value taken or None) for out-of-range values
     out_of_range: set[OutOfRange] = field(default_factory=set)
+    # every report and user named by the events folded here (not only the winners):
+    # each gets its placeholder row (CONTRACT.md, "Invalid input"), whatever the batch
+    # boundaries; not stored (a stored row's report and user already have their rows)
+    reports: set[str] = field(default_factory=set)
+    users: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, event: ExecutionEvent) -> ExecutionFold:
@@ -133,7 +138,10 @@ class ExecutionFold:
             first_time=event.time,
             last_time=event.time,
             digests={key[3]: key[4]},
+            reports={event.data.report_id},
         )
+        if event.data.started_by is not None and event.data.started_by <= MAX_INT_ID:
+            fold.users.add(event.data.started_by)  # above INT: not carried (storable)
         fold._take_fields(event, key)
         return fold
 
@@ -150,6 +158,10 @@ class ExecutionFold:
         event_id, digest = key[3], key[4]  # inlined _seen: once per event, hot path
         if self.digests.setdefault(event_id, digest) != digest:
             self.conflicts.add(event_id)
+        data = event.data
+        self.reports.add(data.report_id)
+        if data.started_by is not None and data.started_by <= MAX_INT_ID:
+            self.users.add(data.started_by)
         if key > self.status_key:
             self.status, self.status_key = event.status, key
         if event.time < self.first_time:
@@ -183,6 +195,8 @@ class ExecutionFold:
             self._seen(event_id, digest)
         self.conflicts |= other.conflicts
         self.out_of_range |= other.out_of_range
+        self.reports |= other.reports
+        self.users |= other.users
         if other.status_key > self.status_key:
             self.status, self.status_key = other.status, other.status_key
         self.first_time = min(self.first_time, other.first_time)

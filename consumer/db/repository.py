@@ -324,7 +324,10 @@ async def write_batch(
         RowTooLarge: a row that cannot fit one statement; anything the driver raises.
     """
     limit = await packet.statement_limit(conn, max_statement_bytes)
-    users = {f.value("started_by") for f in executions.values()}
+    # placeholders for every user and report an event names, tombstoned executions
+    # included, not only a fold's winners: the tables then depend on the set of
+    # events, not on batch boundaries (tests/integration/test_fold_stateful.py)
+    users: set[int | None] = set().union(*(f.users for f in executions.values()))
     for event in definitions.values():
         users |= {event.data.created_by, event.data.last_modified_by}
     users.discard(None)
@@ -346,8 +349,9 @@ async def write_batch(
         else:  # a new state object: the caller's folds stay as they were (retries)
             merged[eid] = ExecutionFold.from_row(row)
             merged[eid].merge(fold)
+    named = set().union(*(f.reports for f in executions.values()))
     kinds, defined, placeholders = await write_reports(
-        conn, definitions, {f.value("report_id") for f in merged.values()}, limit
+        conn, definitions, named | {f.value("report_id") for f in merged.values()}, limit
     )
 
     fresh: list[dict[str, Any]] = []
