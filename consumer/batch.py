@@ -22,6 +22,7 @@ from typing import Any
 from consumer.anomalies import report_conflicts
 from consumer.dlq import DeadLetter
 from consumer.fold import ExecutionFold, fold_events
+from consumer.metrics import EVENTS_WITHOUT_KEY
 from producer.errors import InvalidEvent
 from producer.events import ExecutionEvent, ReportDefinedEvent, parse_event
 
@@ -77,7 +78,10 @@ class Decoder:
         self.records = 0
 
     def add(self, tp: Any, records: Iterable[Any]) -> None:
+        """Decode ``records`` of partition ``tp``; count the valid ones without a key
+        (``exectrack_events_without_key_total``: accepted, docs/events.md "Transport")."""
         definitions, sources = self.definitions, self.sources
+        without_key = 0
         for record in records:
             self.records += 1
             self.offsets[tp] = record.offset + 1
@@ -86,6 +90,8 @@ class Decoder:
             except InvalidEvent as exc:
                 self.dead.append(DeadLetter.of(record, str(exc.reason), exc.detail))
                 continue
+            if not record.key:  # None or b""
+                without_key += 1
             if isinstance(event, ExecutionEvent):
                 self.execution_events.append(event)
                 sources.setdefault(("execution", event.data.execution_id), []).append(record)
@@ -101,6 +107,8 @@ class Decoder:
                     report_conflicts([(rid, event.id)], key="report_id")
                 if key > other:
                     definitions[rid] = event
+        if without_key:
+            EVENTS_WITHOUT_KEY.inc(without_key)
 
     def batch(self) -> Batch:
         return Batch(

@@ -14,6 +14,11 @@ EVENTS_CONSUMED = Counter(
 EVENTS_APPLIED = Counter(
     "exectrack_events_applied_total", "Valid events folded into committed database writes."
 )
+EVENTS_WITHOUT_KEY = Counter(
+    "exectrack_events_without_key_total",
+    "Valid events read with a null or empty Kafka key (accepted: docs/events.md, "
+    '"Transport"); a producer that should key by execution_id or report_id.',
+)
 EVENTS_DEAD_LETTERED = Counter(
     "exectrack_events_dead_lettered_total",
     "Records sent to the dead-letter topic, by reason.",

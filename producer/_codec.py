@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from producer._fields import CONTENT_TYPE, MAX_EVENT_BYTES, SPECVERSION
+from producer._fields import CONTENT_TYPE, MAX_EVENT_BYTES, SPECVERSION, media_type
 from producer._models import (
     EXECUTION_TYPES,
     MODEL_OF,
@@ -88,16 +88,47 @@ def _text(raw: bytes | None, header: str) -> str:
         raise InvalidEvent(R.NOT_UTF8, _truncate(f"header {header}: {exc}")) from None
 
 
+def _first_header(
+    headers: Sequence[tuple[str, bytes | None]], name: str
+) -> tuple[str, bytes | None] | None:
+    """The first header whose name is ``name`` (lowercase; compared case-insensitively), as
+    ``(name as sent, value)``, or None when there is none.
+
+    Kafka headers are an ordered list in which a name may repeat (KIP-82); a
+    routing layer that appends a header leaves two. exectrack reads the first
+    one of a name, wherever it reads that name (docs/events.md, "Which mode"),
+    so the mode decision and the data's content type never see different values.
+    """
+    return next(((sent, raw) for sent, raw in headers if sent.lower() == name), None)
+
+
 def _from_headers(value: bytes, headers: Sequence[tuple[str, bytes | None]]) -> dict[str, Any]:
-    """CloudEvents Kafka binary mode: attributes in ``ce_*`` headers, value = data."""
+    """CloudEvents Kafka binary mode: attributes in ``ce_*`` headers, value = data.
+
+    ``datacontenttype`` is the first ``content-type`` header (the Kafka protocol
+    binding, section 3.2.1, maps it there); a ``ce_datacontenttype`` header, as
+    some producers write it, is read too. Both present: their media types must
+    agree (case and parameters such as ``charset`` ignored), else ``InvalidEvent``
+    (``not_cloudevent``) naming both values. A ``ce_*`` name sent twice is
+    ``not_cloudevent`` (which of two ids, two times, is the event's?).
+    """
     attributes: dict[str, Any] = {}
     for name, raw in headers:
         if name.startswith("ce_"):
             if name[3:] in attributes:
                 raise InvalidEvent(R.NOT_CLOUDEVENT, f"header {name} appears twice")
             attributes[name[3:]] = _text(raw, name)
-        elif name.lower() == "content-type":
-            attributes["datacontenttype"] = _text(raw, name)
+    content_type = _first_header(headers, "content-type")
+    if content_type is not None:
+        sent = _text(content_type[1], content_type[0])
+        declared = attributes.get("datacontenttype")
+        if declared is not None and media_type(declared) != media_type(sent):
+            detail = (
+                f"header content-type {sent[:100]!r} and header ce_datacontenttype "
+                f"{declared[:100]!r} name different data content types"
+            )
+            raise InvalidEvent(R.NOT_CLOUDEVENT, _truncate(detail))
+        attributes["datacontenttype"] = sent
     attributes["data"] = _loads(value, "data")
     return attributes
 
@@ -118,7 +149,8 @@ def _structured(headers: Sequence[tuple[str, bytes | None]]) -> bool | None:
     format refuse it, and reading that value as JSON, or as binary-mode data,
     would only give a misleading reason.
     """
-    raw = next((raw for name, raw in headers if name.lower() == "content-type"), None)
+    content_type = _first_header(headers, "content-type")
+    raw = None if content_type is None else content_type[1]
     media = b"" if raw is None else raw.split(b";", 1)[0].strip().lower()
     if media == _CLOUDEVENTS_TYPE or media.startswith(_CLOUDEVENTS_TYPE + b"+"):
         if media not in (_CLOUDEVENTS_TYPE, _CLOUDEVENTS_JSON):
@@ -144,8 +176,12 @@ def parse_event(
     are ``unsupported_format``), binary otherwise. A message with neither that
     content-type nor a ``ce_specversion`` header cannot be a binary-mode event;
     it is read as structured JSON, as it always was (producers that omit the
-    header, e.g. kcat without ``-H``: the value proves itself). ``key``, when
-    given, must be the event's key.
+    header, e.g. kcat without ``-H``: the value proves itself). Where a header
+    name repeats, the first header of that name is read (``content-type``).
+
+    ``key``, the Kafka key, must be the event's key when present; a missing key
+    (None or empty bytes) is accepted (docs/events.md, "Transport": the fold
+    does not need partition affinity; the consumer counts such events).
     """
     if value is None:
         raise InvalidEvent(R.NOT_CLOUDEVENT, "message has no value (a tombstone?)")
@@ -167,7 +203,7 @@ def parse_event(
         event = model.model_validate(obj)
     except ValidationError as exc:
         raise _invalid(exc) from exc
-    if key is not None and key != event.key:
+    if key and key != event.key:  # None and b"" carry no key: nothing to disagree
         detail = f"Kafka key {key[:100]!r} should equal the event's key {event.key!r}"
         raise InvalidEvent(R.KEY_MISMATCH, _truncate(detail))
     return event

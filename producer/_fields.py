@@ -10,6 +10,7 @@ ids ``INT``, times ``TIMESTAMP(6)``, JSON fields ``JSON`` (64 KiB here).
 
 from __future__ import annotations
 
+import calendar
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
@@ -70,16 +71,47 @@ in both systems; control characters have no business in a key or a log line.
 """
 
 _RFC3339_RE = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"  # the offset: group 1
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:([0-9]{2})(?:\.[0-9]+)?"  # second: 1
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"  # the offset: group 2
 )
+LEAP_SECOND_AS: Final = "59.999999"
+"""What second ``60`` is read as: the leap second's last representable instant."""
+
+
+def _leap_second(value: str, match: re.Match[str]) -> str:
+    """``...T23:59:60Z`` as ``...T23:59:59.999999Z`` (fraction dropped, offset kept), or raise.
+
+    RFC 3339 section 5.6 allows second 60, section 5.7 only as a leap second at
+    the end of a month: 23:59:60 in UTC on the month's last day, shifted by the
+    offset elsewhere (``15:59:60-08:00``). Without the leap second table (IERS
+    announces each six months ahead) that end-of-month instant is all we can
+    check; any other second 60 is ``datetime_format``. ``datetime`` and MySQL
+    have no second 60, so it becomes the last microsecond before the next minute:
+    after every time of its second 59, before the next minute, so the order of
+    events is kept (all instants inside the leap second become one).
+    """
+    sent = f"{value[: match.start(1)]}{LEAP_SECOND_AS}{value[match.start(2) :]}"
+    try:  # a bad date (30 February, hour 24) is left to pydantic's own error
+        moment = datetime.fromisoformat(sent.upper().replace(" ", "T"))
+        utc = moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: time_out_of_range, later
+        return sent
+    last_day = calendar.monthrange(utc.year, utc.month)[1]
+    if (utc.day, utc.hour, utc.minute) != (last_day, 23, 59):
+        msg = (
+            "Second 60 is only valid as a leap second, at 23:59:60 UTC on the last day "
+            "of a month (RFC 3339 section 5.7)"
+        )
+        raise PydanticCustomError("datetime_format", msg)
+    return sent
 
 
 def _check_time_text(value: object) -> object:
     """Accept RFC 3339 text (or a datetime); refuse what pydantic would guess at.
 
     pydantic alone also takes Unix timestamps (``1700000000``, as number or
-    string) and dates; a contract that says RFC 3339 should not.
+    string) and dates; a contract that says RFC 3339 should not. A leap second
+    (second 60) is read as the minute's last microsecond (``_leap_second``).
     """
     if isinstance(value, datetime):
         return value  # AwareDatetime refuses naive ones
@@ -89,8 +121,10 @@ def _check_time_text(value: object) -> object:
     if match is None:
         msg = "Input should be an RFC 3339 date-time such as 2024-05-01T12:00:00Z"
         raise PydanticCustomError("datetime_format", msg)
-    if match.group(1) is None:
+    if match.group(2) is None:
         raise PydanticCustomError("naive_timestamp", "Input should have a UTC offset, e.g. Z")
+    if match.group(1) == "60":
+        return _leap_second(value, match)
     return value
 
 

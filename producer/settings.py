@@ -38,6 +38,12 @@ class KafkaSettings(BaseModel):
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    metadata_max_age_ms: int = Field(default=300_000, ge=1_000)
+    """How often a client refreshes its cluster metadata even when nothing failed
+    (aiokafka's ``metadata_max_age_ms``; 5 minutes, like the Java client's
+    ``metadata.max.age.ms``). Partitions added to the topic are seen only then:
+    a consumer group starts reading them at most this long after they appear
+    (docs/operations.md, "Scaling")."""
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments common to every aiokafka client (producer, consumer, admin)."""
@@ -45,6 +51,7 @@ class KafkaSettings(BaseModel):
             "bootstrap_servers": self.bootstrap_servers,
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
+            "metadata_max_age_ms": self.metadata_max_age_ms,
         }
         if self.security_protocol.startswith("SASL"):
             kwargs["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"

@@ -293,7 +293,9 @@ def test_rule(value: bytes | None, expected: str) -> None:
     assert outcome(value) == expected
 
 
-KEY_CASES = [(EXEC_ID.encode(), OK), (None, OK), (b"exec-2", R.KEY_MISMATCH), (b"", R.KEY_MISMATCH)]
+# A missing key, null or empty, is accepted (docs/events.md, "Transport"); a
+# present key that differs is key_mismatch.
+KEY_CASES = [(EXEC_ID.encode(), OK), (None, OK), (b"exec-2", R.KEY_MISMATCH), (b"", OK)]
 
 
 @pytest.mark.parametrize(("key", "expected"), KEY_CASES)
@@ -534,7 +536,9 @@ def test_binary_mode_edge_cases() -> None:
     headers, value = to_binary(parse_event(attrs()))
     assert outcome(value, [*headers, ("ce_id", b"evt-2")]) == R.NOT_CLOUDEVENT  # ambiguous
     assert outcome(value, [*headers, ("ce_traceparent", b"00-ab-cd-01")]) == OK
-    assert outcome(value, [*headers, ("content-type", b"text/plain")]) == R.NOT_CLOUDEVENT
+    # the first content-type header is the data's (docs/events.md, "Which mode")
+    assert outcome(value, [*headers, ("content-type", b"text/plain")]) == OK
+    assert outcome(value, [("content-type", b"text/plain"), *headers]) == R.NOT_CLOUDEVENT
     assert outcome(None, headers) == R.NOT_CLOUDEVENT
     assert outcome(b" " * (MAX_EVENT_BYTES + 1), headers) == R.TOO_LARGE
     without_type = [(k, v) for k, v in headers if k != "ce_type"]

@@ -7,13 +7,21 @@ report that inspired it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import REGISTRY
 
+from consumer.batch import Decoder
+from consumer.service import ConsumerService
+from consumer.settings import Settings
 from producer.errors import InvalidEvent, InvalidReason
 from producer.events import parse_event
+from producer.settings import KafkaSettings, ProducerSettings
 
 DATA = {"execution_id": "exec-1", "report_id": "r-1", "sequence": 1}
 BINARY_ATTRIBUTES = [
@@ -24,6 +32,7 @@ BINARY_ATTRIBUTES = [
     ("ce_subject", b"exec-1"),
     ("ce_time", b"2026-01-01T12:00:00Z"),
 ]
+STRUCTURED: list[tuple[str, bytes | None]] = [("content-type", b"application/cloudevents+json")]
 
 
 def structured(time: str) -> bytes:
@@ -116,3 +125,203 @@ def test_conflicting_content_type_headers_are_named_truthfully() -> None:
         parse_event(orjson.dumps(DATA), headers, b"exec-1")
     assert "appears twice" not in refused.value.detail
     assert "content-type" in refused.value.detail
+
+
+# ---------------------------------------------------------------- the edges of the decisions
+# docs/reliability/found-by-users.md, "Fixed: the envelope (helper envelope)".
+
+LEAP = datetime(1990, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def reason_of(value: bytes, headers: Sequence[tuple[str, bytes | None]], key: bytes | None) -> str:
+    try:
+        parse_event(value, headers, key)
+    except InvalidEvent as exc:
+        return str(exc.reason)
+    return "ok"
+
+
+# Second 60 is the last representable instant of its minute, in any spelling
+# RFC 3339 allows (fraction, lowercase, space, an offset that moves the minute).
+@pytest.mark.parametrize(
+    "time",
+    [
+        "1990-12-31T23:59:60Z",
+        "1990-12-31T23:59:60.5Z",
+        "1990-12-31t23:59:60.999999999z",
+        "1990-12-31 23:59:60+00:00",
+        "1991-01-01T00:29:60+00:30",
+        "1991-01-01T05:44:60+05:45",
+        "1990-12-31T15:59:60-08:00",
+    ],
+)
+def test_leap_second_is_the_minutes_last_microsecond(time: str) -> None:
+    assert parse_event(structured(time), STRUCTURED).time == LEAP
+
+
+# Any month's end: the leap second table cannot be known ahead (2024-03 had none).
+@pytest.mark.parametrize("time", ["2016-12-31T23:59:60Z", "1997-06-30T23:59:60Z",
+                                  "2024-03-31T23:59:60Z", "2024-02-29T23:59:60Z"])  # fmt: skip
+def test_leap_second_at_the_end_of_any_utc_month(time: str) -> None:
+    expected = datetime.fromisoformat(time.replace(":60", ":59.999999"))
+    assert parse_event(structured(time), STRUCTURED).time == expected
+
+
+# RFC 3339 section 5.7: second 60 only at the end of a month, 23:59:60 UTC
+# (shifted by the offset), as time-rs/time#406 (PR #412) tightened its parser.
+# Anything else, and what was refused before, is refused.
+@pytest.mark.parametrize(
+    "time",
+    [
+        "1990-06-30T12:30:60Z",  # not the last minute of the day
+        "2020-01-01T00:00:60Z",  # validatorjs/validator.js#2863: accepted there
+        "2009-05-31 14:53:60Z",  # in validator.js's own list of valid times
+        "1990-12-30T23:59:60Z",  # not the last day of the month
+        "2023-02-28T12:00:60Z",
+        "1990-12-31T23:59:60+01:00",  # 22:59:60 in UTC
+        "1990-12-31T23:59:61Z",
+        "1990-02-30T23:59:60Z",  # 30 February
+        "1990-12-31T24:00:60Z",
+        "1990-12-31T23:59:60+24:00",
+        "1990-12-31T23:59:59+24:00",
+        "1990-02-30T12:00:00Z",
+    ],
+)
+def test_second_60_outside_a_leap_second_and_bad_dates_are_refused(time: str) -> None:
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(structured(time), STRUCTURED)
+    assert refused.value.reason is InvalidReason.NOT_CLOUDEVENT
+
+
+def test_leap_second_keeps_the_order_of_times() -> None:
+    times = ["1990-12-31T23:59:59Z", "1990-12-31T23:59:59.999998Z", "1990-12-31T23:59:60Z",
+             "1991-01-01T00:00:00Z"]  # fmt: skip
+    parsed = [parse_event(structured(t), STRUCTURED).time for t in times]
+    assert parsed == sorted(parsed)
+    assert len(set(parsed)) == len(parsed)
+
+
+def test_leap_second_in_data_times_and_in_binary_mode() -> None:
+    data = {
+        **DATA,
+        "start_time": "1990-12-31T15:59:60-08:00",
+        "retention_until": "2016-12-31T23:59:60Z",
+    }
+    headers = [(n, b"1990-12-31T23:59:60Z" if n == "ce_time" else v) for n, v in BINARY_ATTRIBUTES]
+    event = parse_event(orjson.dumps(data), headers, b"exec-1")
+    assert event.time == LEAP
+    assert event.data.start_time == LEAP  # type: ignore[union-attr]
+    assert event.data.retention_until == datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)  # type: ignore[union-attr]
+    bad = {**DATA, "start_time": "1990-06-30T12:30:60Z"}
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(orjson.dumps(bad), headers, b"exec-1")
+    assert refused.value.reason is InvalidReason.INVALID_FIELD
+    assert "RFC 3339 section 5.7" in refused.value.detail
+
+
+# One rule for repeated content-type headers: the first decides the mode AND the
+# data's type, whatever follows (three headers, mixed case names).
+def test_first_content_type_header_wins_for_mode_and_data() -> None:
+    value = orjson.dumps(DATA)
+    first_json = [
+        *BINARY_ATTRIBUTES,
+        ("Content-Type", b"application/json"),
+        ("content-type", b"text/plain"),
+        ("CONTENT-TYPE", b"application/xml"),
+    ]
+    assert reason_of(value, first_json, b"exec-1") == "ok"
+    # a structured content-type appended after the binary one does not switch the mode
+    appended = [*BINARY_ATTRIBUTES, ("content-type", b"application/json"),
+                ("content-type", b"application/cloudevents+json")]  # fmt: skip
+    assert reason_of(value, appended, b"exec-1") == "ok"
+    # and the first structured one makes it structured, whatever follows
+    structured_first = [("content-type", b"application/cloudevents+json"),
+                        ("content-type", b"application/json"), *BINARY_ATTRIBUTES]  # fmt: skip
+    assert reason_of(structured("2026-01-01T12:00:00Z"), structured_first, b"exec-1") == "ok"
+
+
+# content-type and ce_datacontenttype: media types compared case-insensitively,
+# parameters ignored; either order; disagreeing names both values.
+@pytest.mark.parametrize(
+    ("content_type", "declared", "expected"),
+    [
+        (b"application/json", b"Application/JSON; charset=utf-8", "ok"),
+        (b"application/json;charset=UTF-8", b"application/json", "ok"),
+        (None, b"application/json", "ok"),  # ce_datacontenttype alone
+        (b"application/json", None, "ok"),  # content-type alone
+        (None, b"text/plain", "not_cloudevent"),
+        (b"text/plain", b"text/plain", "not_cloudevent"),  # agree, but data must be JSON
+        (b"application/json", b"application/xml", "not_cloudevent"),
+    ],
+)
+@pytest.mark.parametrize("content_type_first", [True, False])
+def test_content_type_and_ce_datacontenttype(
+    content_type: bytes | None, declared: bytes | None, expected: str, content_type_first: bool
+) -> None:
+    pair: list[tuple[str, bytes | None]] = []
+    if content_type is not None:
+        pair.append(("content-type", content_type))
+    if declared is not None:
+        pair.append(("ce_datacontenttype", declared))
+    headers = [*BINARY_ATTRIBUTES, *(pair if content_type_first else pair[::-1])]
+    assert reason_of(orjson.dumps(DATA), headers, b"exec-1") == expected
+
+
+def test_disagreeing_content_types_name_both_values() -> None:
+    headers = [*BINARY_ATTRIBUTES, ("ce_datacontenttype", b"text/plain; charset=latin1"),
+               ("content-type", b"application/json")]  # fmt: skip
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(orjson.dumps(DATA), headers, b"exec-1")
+    detail = refused.value.detail
+    assert "'application/json'" in detail
+    assert "'text/plain; charset=latin1'" in detail
+    assert "ce_datacontenttype" in detail
+    assert "twice" not in detail
+
+
+# A missing key (null or empty) is accepted, a present one must agree; the
+# consumer's decoder counts the valid events without a key, and only those.
+def test_missing_keys_are_accepted_and_counted_by_the_decoder() -> None:
+    value = structured("2026-01-01T12:00:00Z")
+    assert parse_event(value, STRUCTURED, None).key == b"exec-1"
+    assert parse_event(value, STRUCTURED, b"").key == b"exec-1"
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(value, STRUCTURED, b"exec-2")
+    assert refused.value.reason is InvalidReason.KEY_MISMATCH
+
+    def record(offset: int, key: bytes | None, value: bytes) -> ConsumerRecord[bytes, bytes]:
+        return ConsumerRecord("t", 0, offset, 0, 0, key, value, None, 0, len(value), STRUCTURED)
+
+    records = [
+        record(0, None, value),
+        record(1, b"", value),
+        record(2, b"exec-1", value),
+        record(3, None, b"{"),  # dead-lettered: not counted
+    ]
+    before = REGISTRY.get_sample_value("exectrack_events_without_key_total") or 0.0
+    decoder = Decoder()
+    decoder.add("tp", records)
+    batch = decoder.batch()
+    assert (batch.valid_events, len(batch.dead_letters)) == (3, 1)
+    assert (REGISTRY.get_sample_value("exectrack_events_without_key_total") or 0.0) - before == 2
+
+
+# EXECTRACK_KAFKA__METADATA_MAX_AGE_MS reaches every client: the consumer
+# service's, the publisher's, the admin's (docs/operations.md, "Scaling").
+async def test_metadata_max_age_reaches_the_kafka_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXECTRACK_KAFKA__METADATA_MAX_AGE_MS", "4321")
+    settings = Settings()
+    assert settings.kafka.metadata_max_age_ms == 4321
+    assert ProducerSettings().kafka.client_kwargs()["metadata_max_age_ms"] == 4321
+    consumer = ConsumerService(settings)._client()  # no I/O before start()
+    producer = AIOKafkaProducer(**settings.kafka.client_kwargs())
+    admin = AIOKafkaAdminClient(**settings.kafka.client_kwargs())
+    try:
+        assert consumer._client._metadata_max_age_ms == 4321
+        assert producer.client._metadata_max_age_ms == 4321
+        assert admin._client._metadata_max_age_ms == 4321
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await admin.close()
+    assert KafkaSettings().client_kwargs()["metadata_max_age_ms"] == 300_000  # aiokafka's default
