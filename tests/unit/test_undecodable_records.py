@@ -53,7 +53,7 @@ def batch(records: list[tuple[bytes, bytes, list[Any]]], base_offset: int = 0) -
     builder = _DefaultRecordBatchBuilderPy(2, 0, 0, -1, -1, -1, 1 << 20)
     for delta, (key, value, headers) in enumerate(records):
         builder.append(delta, timestamp=1_000 + delta, key=key, value=value, headers=headers)
-    buffer = builder.build()
+    buffer: bytearray = builder.build()
     struct.pack_into(">q", buffer, 0, base_offset)
     return buffer
 
@@ -179,3 +179,18 @@ def test_a_record_length_past_the_batch_skips_the_rest_with_a_metric() -> None:
     assert [r.offset for r in records] == [0, 3]
     assert counter._value.get() - before == 2  # offsets 1 and 2
     assert [e.data.execution_id for e in decode(records).execution_events] == ["exec-a", "exec-d"]
+
+
+def test_a_compressed_payload_the_codec_refuses_is_skipped_with_a_metric() -> None:
+    builder = _DefaultRecordBatchBuilderPy(2, DefaultRecordBase.CODEC_GZIP, 0, -1, -1, -1, 1 << 20)
+    for delta, name in enumerate(("exec-a", "exec-b")):
+        builder.append(delta, timestamp=1_000, key=name.encode(), value=event(name), headers=[CT])
+    bad: bytearray = builder.build()
+    bad[-12:-4] = b"\x00" * 8  # inside the deflate stream: gzip refuses it
+    good = fix_crc(batch([(b"exec-c", event("exec-c"), [CT])], base_offset=2))
+    counter = RECORDS_UNREADABLE.labels(TP.topic, str(TP.partition))
+    before = counter._value.get()
+    records = fetch(bytes(fix_crc(bad) + good))
+    assert [r.offset for r in records] == [2]
+    assert counter._value.get() - before == 2  # offsets 0 and 1
+    assert [e.data.execution_id for e in decode(records).execution_events] == ["exec-c"]
