@@ -22,10 +22,12 @@ from typing import Any
 from consumer.anomalies import report_conflicts
 from consumer.dlq import DeadLetter
 from consumer.fold import ExecutionFold, fold_events
+from consumer.kafka import UNDECODABLE_HEADER
 from consumer.metrics import EVENTS_WITHOUT_KEY
 from producer.errors import InvalidEvent
 from producer.events import ExecutionEvent, ReportDefinedEvent, parse_event
 
+UNDECODABLE_RECORD = "undecodable_record"  # dead-letter reason: bytes the client cannot decode
 YIELD_EVERY = 250  # records decoded between two turns of the event loop
 
 
@@ -85,6 +87,11 @@ class Decoder:
         for record in records:
             self.records += 1
             self.offsets[tp] = record.offset + 1
+            headers = record.headers
+            if headers and headers[-1][0] == UNDECODABLE_HEADER:  # consumer.kafka
+                error = headers[-1][1].decode("utf-8", "replace")
+                self.dead.append(DeadLetter.of(record, UNDECODABLE_RECORD, error))
+                continue
             try:
                 event = parse_event(record.value, record.headers or (), record.key)
             except InvalidEvent as exc:

@@ -7,7 +7,7 @@ explicit drop of a letter that cannot be sent at all live in
 ``consumer.dlq_send``. Headers (all UTF-8):
 
 ===========================  ==================================================
-exectrack.dlq.reason         InvalidReason code, or ``db_refused``
+exectrack.dlq.reason         InvalidReason code, ``db_refused`` or ``undecodable_record``
 exectrack.dlq.error          human-readable detail (<= 1000 chars)
 exectrack.dlq.topic          source topic
 exectrack.dlq.partition      source partition

@@ -30,6 +30,12 @@ DEAD_LETTERS_DROPPED = Counter(
     "(logged as dead_letter_dropped with the source topic/partition/offset), by cause.",
     ["cause"],
 )
+RECORDS_UNREADABLE = Counter(
+    "exectrack_records_unreadable_total",
+    "Offsets skipped because no record could be read from their bytes (logged as "
+    "records_unreadable with topic, partition and offsets; consumer/kafka.py), by partition.",
+    ["topic", "partition"],
+)
 DEAD_LETTERS_TRUNCATED = Counter(
     "exectrack_dead_letters_truncated_total",
     "Dead letters sent with their key, value or headers cut to fit the DLQ "
