@@ -194,7 +194,8 @@ def loads_json(raw: bytes | str) -> Any:
     refused), except for an integer beyond a double's range (orjson: "number is
     infinity"), which is read exactly too.
     """
-    data = raw.encode() if isinstance(raw, str) else raw
+    # a lone surrogate in a str becomes invalid UTF-8: orjson's error, as for the str
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -258,3 +258,6 @@ def test_exact_json_helpers_agree_with_orjson_elsewhere() -> None:
     )
     with pytest.raises(TypeError):
         dumps_json({1, 2})
+    with pytest.raises(orjson.JSONDecodeError):  # a str with a lone surrogate, as orjson
+        loads_json('{"s": "\ud800"}')
+    assert loads_json('{"n": ' + str(BIG) + "}") == {"n": BIG}  # str, as the driver gives
