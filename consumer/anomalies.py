@@ -38,14 +38,18 @@ def _shown(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def report_out_of_range(found: Iterable[tuple[str, OutOfRange]]) -> None:
+def report_out_of_range(found: Iterable[tuple[str, OutOfRange]], key: str = "execution_id") -> None:
     """Count and log each optional data value outside its column's range
-    (consumer.fold.storable: retention_until saturated, the others not stored)."""
-    for execution_id, (name, event_id, sent, stored) in found:
+    (consumer.fold.storable: retention_until saturated, the others not stored;
+    a JSON field nested too deep, ``sent`` describing it, ``stored`` None).
+
+    ``found``: (execution_id, or report_id with ``key="report_id"``; OutOfRange).
+    """
+    for owner, (name, event_id, sent, stored) in found:
         metrics.FIELDS_OUT_OF_RANGE.labels(field=name).inc()
         log.warning(
             "field_out_of_range",
-            execution_id=execution_id,
+            **{key: owner},
             id=event_id,
             field=name,
             sent=_shown(sent),

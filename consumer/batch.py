@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.anomalies import report_conflicts
+from consumer.anomalies import report_conflicts, report_out_of_range
 from consumer.dlq import DeadLetter
-from consumer.fold import ExecutionFold, fold_events
+from consumer.fold import ExecutionFold, OutOfRange, fold_events, shown, storable_json
 from consumer.kafka import UNDECODABLE_HEADER
 from consumer.metrics import EVENTS_WITHOUT_KEY
 from producer.errors import InvalidEvent
@@ -29,6 +29,27 @@ from producer.events import ExecutionEvent, ReportDefinedEvent, parse_event
 
 UNDECODABLE_RECORD = "undecodable_record"  # dead-letter reason: bytes the client cannot decode
 YIELD_EVERY = 250  # records decoded between two turns of the event loop
+REPORT_JSON_FIELDS = ("query_config", "scheduling_config", "notification_config",
+                      "parameters_schema")  # fmt: skip
+
+
+def storable_definition(event: ReportDefinedEvent) -> ReportDefinedEvent:
+    """The definition as the ``reports`` row can hold it: a JSON field nested deeper
+    than ``MAX_JSON_DEPTH`` is not carried (None), counted and logged
+    (``exectrack_fields_out_of_range_total{field}``, ``field_out_of_range``), the
+    rule of the execution fields (consumer.fold.storable). Done before the
+    definition is ordered, so its digest is the one of what the row stores."""
+    data = event.data
+    dropped: list[OutOfRange] = []
+    for name in REPORT_JSON_FIELDS:
+        value = getattr(data, name)
+        if value is not None and storable_json(value) is None:
+            dropped.append((name, event.id, shown(value), None))
+    if not dropped:
+        return event
+    report_out_of_range([(data.report_id, o) for o in dropped], key="report_id")
+    cut = data.model_copy(update={name: None for name, *_ in dropped})
+    return event.model_copy(update={"data": cut})
 
 
 # The loop allocates ~10 short-lived, almost always acyclic objects per record,
@@ -103,6 +124,7 @@ class Decoder:
                 self.execution_events.append(event)
                 sources.setdefault(("execution", event.data.execution_id), []).append(record)
             else:
+                event = storable_definition(event)
                 rid = event.data.report_id
                 sources.setdefault(("report", rid), []).append(record)
                 current = definitions.get(rid)

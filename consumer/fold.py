@@ -37,15 +37,18 @@ from typing import Any
 from producer.events import (
     MAX_BIGINT,
     MAX_INT_ID,
+    MAX_JSON_DEPTH,
     MAX_TIME,
     MIN_TIME,
     TERMINAL_STATUSES,
     ExecutionEvent,
     ExecutionStatus,
+    json_depth,
 )
 
 OrderKey = tuple[int, int, datetime, str, str]
-OutOfRange = tuple[str, str, Any, Any]  # field, event id, value sent, value taken (or None)
+# field, event id, value sent (a JSON field: its description, fold.shown), value taken (or None)
+OutOfRange = tuple[str, str, Any, Any]
 
 # Fields an event may carry; each is merged on its own (report_id is required on
 # every event, so its winner is the overall greatest K).
@@ -69,7 +72,24 @@ SATURATED_TIMES = frozenset({"retention_until"})
 DROPPED_TIMES = frozenset({"start_time", "end_time"})
 _LARGEST = {"duration_ms": MAX_BIGINT, "records_processed": MAX_BIGINT,
             "output_size_bytes": MAX_BIGINT, "started_by": MAX_INT_ID}  # fmt: skip
-_RANGED = SATURATED_TIMES | DROPPED_TIMES | _LARGEST.keys()
+JSON_FIELDS = frozenset({"execution_parameters", "result_summary", "error_details"})
+_RANGED = SATURATED_TIMES | DROPPED_TIMES | _LARGEST.keys() | JSON_FIELDS
+
+
+def storable_json(value: dict[str, Any]) -> dict[str, Any] | None:
+    """A JSON field's value if its nesting fits every supported server's JSON
+    column (``MAX_JSON_DEPTH`` = 31 arrays/objects: MariaDB 10.11's
+    ``JSON_VALID`` CHECK refuses 32, MySQL 8.0 allows 100), else None (not
+    carried). The walk stops at the first container too deep."""
+    return value if json_depth(value, MAX_JSON_DEPTH) <= MAX_JSON_DEPTH else None
+
+
+def shown(value: Any) -> Any:
+    """A hashable, short stand-in of a value sent, for ``OutOfRange`` and the log
+    line: a JSON field is described by its depth, not repeated."""
+    if isinstance(value, dict | list):
+        return f"JSON nested {json_depth(value)} deep (limit {MAX_JSON_DEPTH})"
+    return value
 
 
 def storable(name: str, value: Any) -> Any:
@@ -91,6 +111,11 @@ def storable(name: str, value: Any) -> Any:
     above ``MAX_INT_ID`` (``INT``) counts as not carried (a saturated count or
     user id would be made up).
 
+    JSON fields (``execution_parameters``, ``result_summary``,
+    ``error_details``): nested deeper than ``MAX_JSON_DEPTH`` they count as not
+    carried (``storable_json``): MariaDB's CHECK would refuse the whole row, and
+    a cut-down object would be made up.
+
     Applied per event before the merge, so the stored state, and every row
     derived from it, is the same whatever the batching (CONTRACT.md, "The fold").
     """
@@ -100,6 +125,8 @@ def storable(name: str, value: Any) -> Any:
         if name in SATURATED_TIMES:
             return MAX_TIME if value > MAX_TIME else MIN_TIME
         return None
+    if name in JSON_FIELDS:
+        return storable_json(value)
     return value if value <= _LARGEST[name] else None
 
 
@@ -182,7 +209,7 @@ class ExecutionFold:
             if value is not None and name in _RANGED:
                 taken = storable(name, value)
                 if taken is not value:
-                    self.out_of_range.add((name, event.id, value, taken))
+                    self.out_of_range.add((name, event.id, shown(value), taken))
                 value = taken
             if value is not None:
                 current = values.get(name)

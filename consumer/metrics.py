@@ -67,7 +67,8 @@ EVENT_ID_CONFLICTS = Counter(
 FIELDS_OUT_OF_RANGE = Counter(
     "exectrack_fields_out_of_range_total",
     "Optional data values outside their column's range, by field: retention_until "
-    "saturated, the others (times, counts, started_by) not stored (docs/events.md).",
+    "saturated, the others (times, counts, started_by, JSON fields nested too deep) not "
+    "stored (docs/events.md).",
     ["field"],
 )
 BATCH_SIZE = Histogram(

@@ -14,7 +14,14 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from producer._fields import CONTENT_TYPE, MAX_EVENT_BYTES, SPECVERSION, media_type
+from producer._fields import (
+    CONTENT_TYPE,
+    MAX_EVENT_BYTES,
+    SPECVERSION,
+    dumps_json,
+    loads_json,
+    media_type,
+)
 from producer._models import (
     EXECUTION_TYPES,
     MODEL_OF,
@@ -70,7 +77,7 @@ def _truncate(text: str) -> str:
 
 def _loads(raw: bytes, what: str) -> Any:
     try:
-        return orjson.loads(raw)
+        return loads_json(raw)  # integers of any size exactly
     except orjson.JSONDecodeError as exc:
         try:  # only on the failure path: tell bad UTF-8 from bad JSON
             raw.decode("utf-8")
@@ -233,7 +240,7 @@ def _construct(
         "data": {name: value for name, value in data.items() if value is not None},
     }
     try:
-        raw = orjson.dumps(envelope, option=orjson.OPT_UTC_Z)
+        raw = dumps_json(envelope, option=orjson.OPT_UTC_Z)
     except TypeError as exc:  # orjson.JSONEncodeError: a set, a model, a surrogate...
         raise InvalidEvent(R.INVALID_FIELD, _truncate(f"not serializable as JSON: {exc}")) from None
     return parse_event(raw)
@@ -304,7 +311,7 @@ def to_json(event: Event) -> bytes:
     """Structured-mode value: the event as compact JSON, times as ``...Z``, None fields omitted."""
     wire = _plain(event)
     wire["data"] = _plain(event.data)
-    return orjson.dumps(wire, option=orjson.OPT_UTC_Z)
+    return dumps_json(wire, option=orjson.OPT_UTC_Z)
 
 
 def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
@@ -324,4 +331,4 @@ def to_binary(event: Event) -> tuple[list[tuple[str, bytes]], bytes]:
         if name not in ("data", "datacontenttype")
     ]
     headers.append(("content-type", event.datacontenttype.encode()))
-    return headers, orjson.dumps(_plain(event.data), option=orjson.OPT_UTC_Z)
+    return headers, dumps_json(_plain(event.data), option=orjson.OPT_UTC_Z)

@@ -11,7 +11,10 @@ ids ``INT``, times ``TIMESTAMP(6)``, JSON fields ``JSON`` (64 KiB here).
 from __future__ import annotations
 
 import calendar
+import json
+import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -32,6 +35,17 @@ MAX_TIME = datetime(2038, 1, 19, 3, 14, 7, 999999, tzinfo=UTC)
 MAX_INT_ID = 2**31 - 1
 """``users.id`` and ``reports.version`` are ``INT``."""
 MAX_BIGINT = 2**63 - 1
+MAX_JSON_DEPTH = 31
+"""Arrays and objects nested at most this deep fit a ``JSON`` column of every
+supported server: MariaDB 10.11's ``JSON_VALID`` (the CHECK constraint of its
+JSON columns) answers 1 for 31 nested containers and 0 for 32 (measured,
+10.11.19: ``{"a": ... {"leaf": 1}}`` with 31 objects is valid, its
+``JSON_DEPTH`` 32 counting the scalar; 32 objects, or 32 arrays, even an empty
+innermost one, are not: error 4025 on insert). MySQL 8.0 allows 100
+("JSON document exceeds maximum depth of 100"). The portable limit is the
+smaller. Deeper values are valid JSON: the consumer counts them as not carried
+(``consumer.fold.storable``; docs/events.md, "Values outside the columns' range").
+"""
 
 # ---------------------------------------------------------------- field types
 # Rules raise PydanticCustomError whose *type* names the InvalidReason when it
@@ -185,19 +199,133 @@ UserId = Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID)]
 AnyCount = Annotated[int, Field(strict=True, ge=0)]
 """A JSON integer >= 0 of any size: an execution's optional counts. Above
 ``MAX_BIGINT`` it does not refuse the event; the fold does not store it
-(``consumer.fold.storable``). Above 2**64 orjson reads a JSON number as a float,
-which is refused like any non-integer."""
+(``consumer.fold.storable``); integers of any size are read exactly (``loads_json``)."""
 
 AnyUserId = Annotated[int, Field(strict=True, ge=1)]
 """An execution's ``started_by``: a user id >= 1; above ``MAX_INT_ID`` (``INT``)
 the fold does not store it (``consumer.fold.storable``)."""
 
 
+# ---------------------------------------------------------------- exact JSON
+# orjson reads an integer beyond 64 bits (below -2**63 or above 2**64-1) as a
+# float, silently, and refuses to write one (ijl/orjson#53, #308). JSON has no
+# such limit and MariaDB's JSON columns (text) keep every digit, so exectrack
+# reads and writes them exactly: orjson first (validation, speed), the stdlib
+# only for a document with a run of 19 or more digits (the shortest integer
+# orjson cannot hold, -9223372036854775809, has 19), and Fragments for the
+# digits on the way out.
+_DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_DUMPS_DEPTH = 254  # orjson's own nesting limit when writing
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """``orjson.loads``, with integers of any size read exactly (not as floats).
+
+    Raises ``orjson.JSONDecodeError`` as orjson does (the stdlib parser only
+    re-reads what orjson accepted, so NaN, lone surrogates and 1e400 stay
+    refused), except for an integer beyond a double's range (orjson: "number is
+    infinity"), which is read exactly too.
+    """
+    # a lone surrogate in a str becomes invalid UTF-8: orjson's error, as for the str
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "infinity" not in str(exc):
+            raise
+        return _loads_huge_integers(data, exc)
+    if _LONG_RUN in data.translate(_DIGIT_RUNS):  # ~0.3 us for a 400-byte event
+        try:
+            return json.loads(data)
+        except RecursionError:  # deeper than the stdlib parser goes: keep orjson's
+            return value
+    return value
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (math.inf, -math.inf):
+        raise ValueError(f"number is infinity: {text[:20]}")
+    return number
+
+
+def _refuse_constant(text: str) -> Any:
+    raise ValueError(f"not JSON: {text}")
+
+
+def _loads_huge_integers(data: bytes, error: orjson.JSONDecodeError) -> Any:
+    """orjson refused a number as infinite: read with the stdlib, where only a
+    finite float or an integer of any size passes; then written back by
+    ``dumps_json`` to refuse what orjson would (lone surrogates). Else ``error``."""
+    try:
+        value = json.loads(data, parse_float=_finite, parse_constant=_refuse_constant)
+        dumps_json(value)
+    except (ValueError, TypeError, RecursionError):  # incl. UnicodeDecodeError, 4300 digits
+        raise error from None
+    return value
+
+
+def _exact(value: Any, depth: int = 0) -> Any:
+    """``value`` with every integer beyond 64 bits as an ``orjson.Fragment`` of its digits."""
+    if depth > _DUMPS_DEPTH:
+        raise TypeError("Recursion limit reached")
+    if type(value) is int:
+        return value if _INT64_MIN <= value <= _UINT64_MAX else orjson.Fragment(str(value))
+    if isinstance(value, dict):
+        return {k: _exact(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_exact(v, depth + 1) for v in value]
+    return value
+
+
+def dumps_json(
+    value: Any, *, option: int = 0, default: Callable[[Any], Any] | None = None
+) -> bytes:
+    """``orjson.dumps``, writing integers of any size exactly (orjson refuses them).
+
+    The same bytes as orjson's for every value orjson can write; only on its
+    "Integer exceeds 64-bit range" is the value rewritten (``default``'s results
+    too). Raises ``orjson.JSONEncodeError`` (a ``TypeError``) for anything else.
+    """
+    try:
+        return orjson.dumps(value, default=default, option=option)
+    except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+    exact = None if default is None else (lambda obj: _exact(default(obj)))
+    return orjson.dumps(_exact(value), default=exact, option=option)
+
+
+def json_depth(value: Any, limit: int | None = None) -> int:
+    """How deep arrays and objects nest in ``value`` (``{"a": 1}``: 1, ``[[]]``: 2,
+    a scalar: 0), as MariaDB counts for its limit (``MAX_JSON_DEPTH``).
+
+    With ``limit``, stops at the first container deeper than it and returns
+    ``limit + 1``: a cheap "does it fit" for the hot path. Iterative: any depth.
+    """
+    if not isinstance(value, dict | list):
+        return 0
+    deepest = 1
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        for child in container.values() if isinstance(container, dict) else container:
+            if isinstance(child, dict | list):
+                if depth == deepest:
+                    deepest = depth + 1
+                    if limit is not None and deepest > limit:
+                        return deepest
+                stack.append((child, depth + 1))
+    return deepest
+
+
 def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
     # Serialized two levels down, where it sits in the message, so orjson's
     # nesting limit (254) is met here and not first by to_json.
     try:
-        size = len(orjson.dumps([[value]])) - 4
+        size = len(dumps_json([[value]])) - 4
     except TypeError as exc:  # orjson.JSONEncodeError: too deep, or not JSON
         raise PydanticCustomError("json_object", f"Not serializable as JSON: {exc}") from None
     if size > MAX_JSON_FIELD_BYTES:
@@ -211,7 +339,15 @@ JsonObject = Annotated[
     AfterValidator(_check_json_object),
     Field(description="At most 65536 bytes as compact JSON."),
 ]
-"""A JSON object of at most 64 KiB compact serialization (a MySQL ``JSON`` column)."""
+"""A JSON object of at most 64 KiB compact serialization (a MySQL ``JSON`` column).
+
+Any nesting depth orjson reads and writes (up to 252 levels here) and integers
+of any size (read exactly, ``loads_json``). Nested deeper than
+``MAX_JSON_DEPTH`` it does not refuse the event: the consumer's fold does not
+store it (``consumer.fold.storable``). Integers beyond 64 bits are stored
+exactly on MariaDB (JSON as text); MySQL 8.0's binary JSON keeps them as
+DOUBLE (docs/events.md).
+"""
 
 
 def check_text_bytes(value: str) -> str:

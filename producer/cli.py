@@ -30,6 +30,7 @@ from producer.events import (
     Event,
     EventType,
     execution_event,
+    loads_json,
     parse_event,
     report_defined_event,
 )
@@ -99,7 +100,7 @@ def _parse_field(text: str) -> tuple[str, Any]:
     if not sep or not name:
         raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--field")
     try:
-        return name, orjson.loads(raw)
+        return name, loads_json(raw)  # integers of any size exactly
     except orjson.JSONDecodeError:
         return name, raw  # not JSON: a plain string
 

@@ -22,8 +22,10 @@ envelope ``time`` outside is rejected with ``time_out_of_range``; the optional
 ``data`` times are accepted in any year and the consumer's fold saturates
 ``retention_until`` and drops ``start_time``/``end_time`` outside the range,
 ``consumer.fold.storable``), JSON fields ``JSON`` (at most 64 KiB
-serialized). Sub-microsecond digits of a time are truncated. Integers beyond
-64 bits inside JSON fields become floats (orjson semantics). Run ``python -m producer.schema --write
+serialized; nested deeper than ``MAX_JSON_DEPTH`` = 31 they are accepted and
+the fold does not store them). Sub-microsecond digits of a time are truncated.
+Integers of any size inside JSON fields are read, digested and stored exactly
+(``loads_json``, ``dumps_json``). Run ``python -m producer.schema --write
 docs/schema/events.schema.json`` to export the JSON Schema for other languages.
 
 This module is the stable import path of the contract; the code lives in
@@ -47,6 +49,7 @@ from producer._fields import (
     MAX_BIGINT,
     MAX_EVENT_BYTES,
     MAX_INT_ID,
+    MAX_JSON_DEPTH,
     MAX_JSON_FIELD_BYTES,
     MAX_TIME,
     MIN_TIME,
@@ -59,6 +62,9 @@ from producer._fields import (
     JsonObject,
     UserId,
     UtcTime,
+    dumps_json,
+    json_depth,
+    loads_json,
 )
 from producer._models import (
     DEFINITION_FIELDS,
@@ -97,6 +103,7 @@ __all__ = [
     "MAX_BIGINT",
     "MAX_EVENT_BYTES",
     "MAX_INT_ID",
+    "MAX_JSON_DEPTH",
     "MAX_JSON_FIELD_BYTES",
     "MAX_TIME",
     "MIN_TIME",
@@ -130,9 +137,12 @@ __all__ = [
     "UserId",
     "UtcTime",
     "definition_digest",
+    "dumps_json",
     "execution_event",
+    "json_depth",
     "json_schema",
     "kafka_headers",
+    "loads_json",
     "main",
     "parse_event",
     "render_schema",

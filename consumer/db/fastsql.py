@@ -39,12 +39,11 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import orjson
 from pymysql.constants import SERVER_STATUS
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.db import packet
-from producer.events import ExecutionStatus, TriggerType
+from producer.events import ExecutionStatus, TriggerType, dumps_json, loads_json
 
 TABLE = "report_executions"
 TOMBSTONES = "purged_executions"
@@ -96,7 +95,7 @@ def _renderer(column: str, quote: Quote) -> Render:
     if column in TIME_COLUMNS:
         return lambda value: "'" + _time(value) + "'"
     if column in JSON_COLUMNS:
-        return lambda value: quote(orjson.dumps(value).decode())
+        return lambda value: quote(dumps_json(value).decode())  # any integer exactly
 
     def scalar(value: Any) -> str:
         if isinstance(value, str):  # also the enums (StrEnum): their value
@@ -133,7 +132,7 @@ def from_db(column: str, value: Any) -> Any:
     if column in TIME_COLUMNS:
         return value.replace(tzinfo=UTC)
     if column in JSON_COLUMNS:
-        return orjson.loads(value)
+        return loads_json(value)
     kind = ENUM_COLUMNS.get(column)
     return kind(value) if kind is not None else value
 

@@ -2,8 +2,10 @@
 
 Invalid UTF-8, a ~10 MiB value (the test topic allows it; the consumer refuses
 it as too_large and its dead-letter copy is truncated), JSON nested 100,000
-deep, times before 1970 and after 2038, an integer of 2**70, a key that names
-another execution: each is dead-lettered with its reason. SQL-looking strings
+deep, times before 1970 and after 2038, a key that names another execution:
+each is dead-lettered with its reason. A count of 2**70 is a valid integer
+(read exactly since docs/reliability/found-by-users.md, "JSON fields"; it was
+read as a float and dead-lettered invalid_field): applied, the count not stored. SQL-looking strings
 in every text field of a VALID event are stored verbatim. All of it is keyed
 like one execution, so it lands on that execution's partition, and the valid
 events published after the poison must be applied (the partition keeps flowing).
@@ -31,6 +33,7 @@ from producer.events import (
     ReportCategory,
     ReportType,
     execution_event,
+    parse_event,
     report_defined_event,
     to_json,
 )
@@ -79,6 +82,13 @@ def hostile(key: str, value: bytes, reason: str) -> SimMessage:
     return SimMessage(key.encode(), value, HEADERS, None, reason)
 
 
+def huge_count(key: str, value: bytes) -> SimMessage:
+    """A valid event whose count the column cannot hold: applied, the count not carried."""
+    event = parse_event(value)
+    assert isinstance(event, ExecutionEvent)
+    return SimMessage(key.encode(), value, HEADERS, event, None)
+
+
 def edited(event: ExecutionEvent, **changes: Any) -> bytes:
     wire = orjson.loads(to_json(event))
     for path, value in changes.items():
@@ -123,7 +133,7 @@ def poison_stream() -> list[SimMessage]:
         hostile(
             eid, edited(probe, data__end_time="0001-01-01T00:00:00+01:00"), "time_out_of_range"
         ),
-        hostile(eid, edited(probe, data__records_processed=2**70), "invalid_field"),
+        huge_count(eid, edited(probe, data__records_processed=2**70)),
         hostile(eid, edited(probe, data__duration_ms=-1), "invalid_field"),
         hostile(eid, to_json(sql), "key_mismatch"),  # another execution's event, keyed eid
         valid(event(EventType.STARTED, 1, started_by=3)),

@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from producer.events import MAX_BIGINT, MAX_INT_ID, MAX_TIME, MIN_TIME, ExecutionEvent
+from producer.events import (
+    MAX_BIGINT,
+    MAX_INT_ID,
+    MAX_JSON_DEPTH,
+    MAX_TIME,
+    MIN_TIME,
+    ExecutionEvent,
+)
 
 FIELDS = (
     "report_id",
@@ -39,11 +46,26 @@ LARGEST = {"duration_ms": MAX_BIGINT, "records_processed": MAX_BIGINT,
            "output_size_bytes": MAX_BIGINT, "started_by": MAX_INT_ID}  # fmt: skip
 
 
+JSON_FIELDS = ("execution_parameters", "result_summary", "error_details")
+
+
+def depth(value: Any) -> int:
+    """Nested arrays/objects, as docs/events.md counts them (a scalar: 0)."""
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
 def carried(event: ExecutionEvent, name: str) -> Any:
     """The value of ``name`` the event carries, as docs/events.md says a value
     outside its column is taken: retention_until held at the column's ends,
-    start_time/end_time outside 1970..2038 and integers above BIGINT/INT not carried."""
+    start_time/end_time outside 1970..2038, integers above BIGINT/INT and JSON
+    nested deeper than 31 not carried."""
     value = getattr(event.data, name)
+    if name in JSON_FIELDS and value is not None:
+        return value if depth(value) <= MAX_JSON_DEPTH else None
     if name in LARGEST and value is not None:
         return value if value <= LARGEST[name] else None
     if name not in ("start_time", "end_time", "retention_until") or value is None:

@@ -124,7 +124,21 @@ data_times = st.one_of(
     times,
     st.sampled_from([datetime(1969, 7, 20, tzinfo=UTC), datetime(2050, 1, 1, tzinfo=UTC)]),
 )
-json_objects = st.dictionaries(st.sampled_from("abc"), st.integers(0, 3), max_size=2)
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+# JSON fields: small objects, one nested too deep for the columns (not carried),
+# one just fitting, one with an integer beyond 64 bits (kept exactly)
+json_objects = st.one_of(
+    st.dictionaries(st.sampled_from("abc"), st.integers(0, 3), max_size=2),
+    st.sampled_from([nested(32), nested(31), {"n": 2**70 + 1}]),
+)
 
 
 @st.composite
