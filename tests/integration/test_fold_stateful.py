@@ -62,12 +62,12 @@ Invariants, after every step
     ``verify`` reports no difference but one, predicted exactly by the model:
     an execution the live purge tombstoned whose later events moved its
     ``retention_until`` past the replay's sweep is "extra in rebuilt"
-    (docs/kinds/state.md, finding 2: CONTRACT.md promises agreement here).
+    (docs/reliability/state.md, finding 2: CONTRACT.md promises agreement here).
 
 Runtime: ``EXECTRACK_PROPERTY_SCALE=quick`` (the default, part of ``make
 test``): 100 examples of up to 50 steps, about 65 s on the 2-core machine;
 ``long``: 600 examples of up to 80 steps, about 10 minutes at that rate (on demand,
-docs/kinds/state.md). ``EXECTRACK_PROPERTY_SHRINK=0`` reports the first
+docs/reliability/state.md). ``EXECTRACK_PROPERTY_SHRINK=0`` reports the first
 failing example unshrunk. No Hypothesis deadline (tests/conftest.py's
 profile). Hypothesis's stateful runner has no asyncio support: the test runs
 its own event loop and the rules drive it with ``run_until_complete``.
@@ -312,7 +312,7 @@ class WritePath(RuleBasedStateMachine):
         # The one difference allowed, and required: an execution the live purge
         # tombstoned whose later events moved its retention_until past the replay's
         # sweep (or off, to never): the replay folds every event, the live table
-        # stays purged. CONTRACT.md promises agreement; docs/kinds/state.md, finding 2.
+        # stays purged. CONTRACT.md promises agreement; docs/reliability/state.md, finding 2.
         resurrected = self.world.resurrected(summary.captured_at)
         for what, count in self.world.coverage(summary.captured_at, resurrected).items():
             COVERAGE[what] += count

@@ -362,7 +362,7 @@ class World:
         """Tombstoned live, yet kept by a replay swept at ``swept_at``, and not ignored by
         ``verify`` (which skips rows past retention, held or not): a later event moved
         their retention_until past the sweep, or their report on hold
-        (docs/kinds/state.md, findings 2 and 3)."""
+        (docs/reliability/state.md, findings 2 and 3)."""
         rows = self.rebuilt(swept_at)[0]
         return {
             eid
