@@ -28,6 +28,7 @@ batch again works (aiokafka alone would refuse that partition for good).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from functools import partial
 from types import TracebackType
@@ -49,7 +50,7 @@ from producer._kafka import (
     settle,
 )
 from producer.admin import ensure_topics
-from producer.errors import PublishError
+from producer.errors import PublishError, StartFailed
 from producer.events import Event, kafka_headers, to_json
 from producer.settings import DEFAULT_SOURCE, KafkaSettings, ProducerSettings, PublisherSettings
 
@@ -105,7 +106,14 @@ class Publisher:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Connect to the cluster (idempotent)."""
+        """Connect to the cluster (idempotent).
+
+        Raises ``StartFailed`` (a ``PublishError``) when no broker of
+        ``settings.bootstrap_servers`` answers within aiokafka's bootstrap
+        (each attempt bounded by ``request_timeout_ms``) or the cluster refuses
+        the client: one line naming the servers and the cause, retriable when
+        the cause is. ``async with Publisher()`` raises the same on enter.
+        """
         if self._producer is None:
             self._producer = await self._new_producer()
 
@@ -118,10 +126,14 @@ class Publisher:
         producer = AIOKafkaProducer(partitioner=self.partitioner, **kwargs)
         try:
             await producer.start()
-        except KafkaError as exc:
+        except (KafkaError, OSError) as exc:
+            failure: BaseException = exc
+        else:
+            return producer
+        # outside the except block: nothing here is chained to the failure as its context
+        with contextlib.suppress(Exception):
             await producer.stop()
-            raise publish_error(exc) from exc
-        return producer
+        raise start_failed(self.settings.bootstrap_servers, failure)
 
     async def _ready(self) -> AIOKafkaProducer:
         """The producer to send with; a new one after a batch failed.
@@ -310,6 +322,23 @@ class Publisher:
     def _forget(self, exc: PublishError) -> None:
         """``publish`` raised it: ``flush`` need not raise it again."""
         self._failures = [failure for failure in self._failures if failure is not exc]
+
+
+def start_failed(bootstrap_servers: str, exc: BaseException) -> StartFailed:
+    """The one exception ``start`` raises: ``StartFailed`` with ``exc`` as ``__cause__``.
+
+    ``__suppress_context__`` is set, so a traceback shows the aiokafka error
+    as the direct cause and nothing that was being handled when it happened.
+    """
+    name, text = type(exc).__name__, str(exc)
+    reason = text if text.startswith(name) else f"{name}: {text}".rstrip(": ")
+    if isinstance(exc, KafkaError):
+        retriable = publish_error(exc).retriable
+    else:  # an OSError: a refused or timed-out connection may work later, a bad file will not
+        retriable = isinstance(exc, ConnectionError | TimeoutError)
+    error = StartFailed(bootstrap_servers, reason, retriable=retriable)
+    error.__cause__ = exc  # also sets __suppress_context__
+    return error
 
 
 def _queue_error(batch: SentBatch) -> PublishError | None:
