@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -66,6 +68,62 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+
+class CaptureTarget(Protocol):
+    """Where a captured ``Publisher`` sends: ``producer.testing.InMemoryPublisher``."""
+
+    async def flush(self) -> None: ...
+    async def publish(self, event: Event, /) -> Delivery: ...
+    async def send(self, event: Event, /) -> asyncio.Future[Delivery]: ...
+    async def publish_raw(
+        self, key: bytes | None, value: bytes, headers: Headers = ..., /
+    ) -> Delivery: ...
+    async def send_raw(
+        self, key: bytes | None, value: bytes, headers: Headers = ..., /
+    ) -> asyncio.Future[Delivery]: ...
+    async def send_many(self, records: Iterable[RawRecord], /) -> list[SentBatch]: ...
+
+
+class Capture:
+    """One active ``producer.testing.captured_events``: the target and who is bound to it.
+
+    Private machinery of ``captured_events``; services never see it. The
+    active captures form one process-wide stack (every task, every thread):
+    ``Publisher.start()`` binds the instance to the innermost capture active at
+    that moment, and the capture's exit unbinds every instance it bound.
+    """
+
+    _stack: ClassVar[list[Capture]] = []
+    _lock = threading.Lock()
+
+    def __init__(self, target: CaptureTarget) -> None:
+        self.target = target
+        self.bound: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+    def __enter__(self) -> Self:
+        with Capture._lock:
+            Capture._stack.append(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with Capture._lock:
+            Capture._stack.remove(self)  # not necessarily the last: tasks may end in any order
+            for publisher in list(self.bound):
+                publisher._captured = None
+            self.bound = weakref.WeakSet()
+
+    @classmethod
+    def bind(cls, publisher: Publisher) -> CaptureTarget | None:
+        """Bind ``publisher`` to the innermost active capture; its target, or None."""
+        with cls._lock:
+            if not cls._stack:
+                return None
+            capture = cls._stack[-1]
+            capture.bound.add(publisher)
+            return capture.target
+
+
 _NEEDS_CRAMJAM = {"zstd": has_zstd, "lz4": has_lz4, "snappy": has_snappy}
 
 
@@ -103,6 +161,7 @@ class Publisher:
         self._failures: list[PublishError] = []
         self._stale = False  # a batch failed: its partition's sequence has a gap
         self._retired: set[asyncio.Task[None]] = set()
+        self._captured: CaptureTarget | None = None  # producer.testing.captured_events
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -114,8 +173,10 @@ class Publisher:
         the client: one line naming the servers and the cause, retriable when
         the cause is. ``async with Publisher()`` raises the same on enter.
         """
-        if self._producer is None:
-            self._producer = await self._new_producer()
+        if self._producer is None and self._captured is None:
+            self._captured = Capture.bind(self)  # a test captures events: no network at all
+            if self._captured is None:
+                self._producer = await self._new_producer()
 
     async def _new_producer(self) -> AIOKafkaProducer:
         kwargs = self.settings.client_kwargs() | self.options.producer_kwargs()
@@ -161,6 +222,9 @@ class Publisher:
         Raises ``PublishError`` when any of them failed since the last flush
         (``publish`` failures excepted: ``publish`` raised them already).
         """
+        if self._captured is not None:
+            await self._captured.flush()
+            return
         if self._producer is not None:
             await self._producer.flush()
         if self._pending:
@@ -171,6 +235,7 @@ class Publisher:
 
     async def stop(self) -> None:
         """Flush (nothing queued is dropped), then close the connections."""
+        self._captured = None  # a captured publisher: the capture owns the messages
         producer, self._producer = self._producer, None
         if producer is None:
             return
@@ -201,6 +266,8 @@ class Publisher:
     # ------------------------------------------------------------ sending
     async def publish(self, event: Event) -> Delivery:
         """Send one event and wait for the broker's acknowledgement."""
+        if self._captured is not None:
+            return await self._captured.publish(event)
         future = await self.send(event)
         try:
             return await future
@@ -210,10 +277,14 @@ class Publisher:
 
     async def send(self, event: Event) -> asyncio.Future[Delivery]:
         """Queue one event; the returned future resolves when the broker acknowledges it."""
+        if self._captured is not None:
+            return await self._captured.send(event)
         return await self.send_raw(event.key, to_json(event), kafka_headers(event))
 
     async def publish_raw(self, key: bytes | None, value: bytes, headers: Headers = ()) -> Delivery:
         """``publish`` for pre-serialized bytes (which are not validated: see ``send_raw``)."""
+        if self._captured is not None:
+            return await self._captured.publish_raw(key, value, headers)
         future = await self.send_raw(key, value, headers)
         try:
             return await future
@@ -229,6 +300,8 @@ class Publisher:
         For the simulator and for tests that publish deliberately invalid
         messages; services publish events with ``publish``/``send``.
         """
+        if self._captured is not None:
+            return await self._captured.send_raw(key, value, headers)
         producer = await self._ready()
         try:
             inner = await producer.send(self.topic, value, key=key, headers=list(headers))
@@ -247,6 +320,8 @@ class Publisher:
         record ends up in one returned ``SentBatch``, whose future fails when
         the batch could not even be queued.
         """
+        if self._captured is not None:
+            return await self._captured.send_many(records)
         groups: dict[int, list[RawRecord]] = {}
         sent: list[SentBatch] = []
         try:
