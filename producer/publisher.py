@@ -110,18 +110,19 @@ class Capture:
         with Capture._lock:
             Capture._stack.remove(self)  # not necessarily the last: tasks may end in any order
             for publisher in list(self.bound):
-                publisher._captured = None
+                if publisher._capture is self:  # not rebound to another capture since
+                    publisher._capture = publisher._captured = None
             self.bound = weakref.WeakSet()
 
     @classmethod
-    def bind(cls, publisher: Publisher) -> CaptureTarget | None:
-        """Bind ``publisher`` to the innermost active capture; its target, or None."""
+    def bind(cls, publisher: Publisher) -> Capture | None:
+        """Bind ``publisher`` to the innermost active capture and return it (None: no capture)."""
         with cls._lock:
             if not cls._stack:
                 return None
             capture = cls._stack[-1]
             capture.bound.add(publisher)
-            return capture.target
+            return capture
 
 
 _NEEDS_CRAMJAM = {"zstd": has_zstd, "lz4": has_lz4, "snappy": has_snappy}
@@ -161,7 +162,8 @@ class Publisher:
         self._failures: list[PublishError] = []
         self._stale = False  # a batch failed: its partition's sequence has a gap
         self._retired: set[asyncio.Task[None]] = set()
-        self._captured: CaptureTarget | None = None  # producer.testing.captured_events
+        self._capture: Capture | None = None  # producer.testing.captured_events
+        self._captured: CaptureTarget | None = None  # its target, where every send goes
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -174,8 +176,10 @@ class Publisher:
         the cause is. ``async with Publisher()`` raises the same on enter.
         """
         if self._producer is None and self._captured is None:
-            self._captured = Capture.bind(self)  # a test captures events: no network at all
-            if self._captured is None:
+            self._capture = Capture.bind(self)  # a test captures events: no network at all
+            if self._capture is not None:
+                self._captured = self._capture.target
+            else:
                 self._producer = await self._new_producer()
 
     async def _new_producer(self) -> AIOKafkaProducer:
@@ -235,7 +239,7 @@ class Publisher:
 
     async def stop(self) -> None:
         """Flush (nothing queued is dropped), then close the connections."""
-        self._captured = None  # a captured publisher: the capture owns the messages
+        self._capture = self._captured = None  # captured: the capture owns the messages
         producer, self._producer = self._producer, None
         if producer is None:
             return

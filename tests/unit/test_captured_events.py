@@ -154,3 +154,21 @@ async def test_a_given_in_memory_publisher_is_used_with_its_failures() -> None:
     assert {m.topic for m in memory.messages} == {"svc.events"}
     # the injected failure took `pending` (logged by track, which goes on)
     assert memory.types_for(execution_id) == [T.STARTED, T.PROGRESS, T.COMPLETED]
+
+
+async def test_a_publisher_rebound_to_a_later_capture_stays_with_it() -> None:
+    """Captures of two tasks may end out of order: the first's end leaves the second's binding."""
+    publisher = Publisher()
+    first, second = captured_events(), captured_events()
+    one = first.__enter__()
+    await publisher.start()
+    await publisher.stop()
+    two = second.__enter__()
+    await publisher.start()  # bound to the second, the innermost now
+    first.__exit__(None, None, None)  # ends before the second: the binding stays
+    await publisher.publish_raw(b"k", b"to two")
+    second.__exit__(None, None, None)
+    with pytest.raises(RuntimeError, match="not started"):
+        await publisher.publish_raw(b"k", b"after both")
+    assert one.messages == []
+    assert [m.value for m in two.messages] == [b"to two"]
