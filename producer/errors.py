@@ -6,6 +6,7 @@
      └── ExectrackError                 retriable = False
           ├── InvalidEvent(ValueError)   retriable = False  .reason, .detail
           ├── PublishError               retriable = True unless the cause says otherwise
+          │    └── StartFailed           Publisher.start(): .bootstrap_servers, .reason
           └── ConnectFailed              retriable = False  .service, .target, .reason
 
 A loop needs exactly one decision per failure: try again, or give up on this
@@ -21,7 +22,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ConnectFailed", "ExectrackError", "InvalidEvent", "InvalidReason", "PublishError"]
+__all__ = [
+    "ConnectFailed",
+    "ExectrackError",
+    "InvalidEvent",
+    "InvalidReason",
+    "PublishError",
+    "StartFailed",
+]
 
 
 class InvalidReason(StrEnum):
@@ -92,6 +100,28 @@ class PublishError(ExectrackError):
     def __init__(self, *args: object, retriable: bool = True) -> None:
         super().__init__(*args)
         self.retriable = retriable  # in __dict__: survives pickling
+
+
+class StartFailed(PublishError):
+    """``Publisher.start()`` (or ``async with Publisher()``) could not reach the cluster.
+
+    One exception, one line: ``str()`` is ``cannot start the publisher: Kafka
+    at <bootstrap_servers>: <reason>``, where ``reason`` is the aiokafka error
+    (``KafkaConnectionError: Unable to bootstrap from ...`` when no broker
+    answers). The aiokafka error is kept as ``__cause__``; nothing else is
+    chained (no "During handling of the above exception"). ``retriable`` is
+    copied from the cause: a broker that is down is retriable, refused
+    credentials are not. How a service survives it: docs/events.md, "When the
+    broker is down at start".
+    """
+
+    def __init__(self, bootstrap_servers: str, reason: str, *, retriable: bool = True) -> None:
+        super().__init__(bootstrap_servers, reason, retriable=retriable)
+        self.bootstrap_servers = bootstrap_servers
+        self.reason = " ".join(reason.split())  # one line
+
+    def __str__(self) -> str:
+        return f"cannot start the publisher: Kafka at {self.bootstrap_servers}: {self.reason}"
 
 
 class ConnectFailed(ExectrackError):

@@ -28,10 +28,13 @@ batch again works (aiokafka alone would refuse that partition for good).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -49,7 +52,7 @@ from producer._kafka import (
     settle,
 )
 from producer.admin import ensure_topics
-from producer.errors import PublishError
+from producer.errors import PublishError, StartFailed
 from producer.events import Event, kafka_headers, to_json
 from producer.settings import DEFAULT_SOURCE, KafkaSettings, ProducerSettings, PublisherSettings
 
@@ -65,6 +68,63 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+
+class CaptureTarget(Protocol):
+    """Where a captured ``Publisher`` sends: ``producer.testing.InMemoryPublisher``."""
+
+    async def flush(self) -> None: ...
+    async def publish(self, event: Event, /) -> Delivery: ...
+    async def send(self, event: Event, /) -> asyncio.Future[Delivery]: ...
+    async def publish_raw(
+        self, key: bytes | None, value: bytes, headers: Headers = ..., /
+    ) -> Delivery: ...
+    async def send_raw(
+        self, key: bytes | None, value: bytes, headers: Headers = ..., /
+    ) -> asyncio.Future[Delivery]: ...
+    async def send_many(self, records: Iterable[RawRecord], /) -> list[SentBatch]: ...
+
+
+class Capture:
+    """One active ``producer.testing.captured_events``: the target and who is bound to it.
+
+    Private machinery of ``captured_events``; services never see it. The
+    active captures form one process-wide stack (every task, every thread):
+    ``Publisher.start()`` binds the instance to the innermost capture active at
+    that moment, and the capture's exit unbinds every instance it bound.
+    """
+
+    _stack: ClassVar[list[Capture]] = []
+    _lock = threading.Lock()
+
+    def __init__(self, target: CaptureTarget) -> None:
+        self.target = target
+        self.bound: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+    def __enter__(self) -> Self:
+        with Capture._lock:
+            Capture._stack.append(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with Capture._lock:
+            Capture._stack.remove(self)  # not necessarily the last: tasks may end in any order
+            for publisher in list(self.bound):
+                if publisher._capture is self:  # not rebound to another capture since
+                    publisher._capture = publisher._captured = None
+            self.bound = weakref.WeakSet()
+
+    @classmethod
+    def bind(cls, publisher: Publisher) -> Capture | None:
+        """Bind ``publisher`` to the innermost active capture and return it (None: no capture)."""
+        with cls._lock:
+            if not cls._stack:
+                return None
+            capture = cls._stack[-1]
+            capture.bound.add(publisher)
+            return capture
+
+
 _NEEDS_CRAMJAM = {"zstd": has_zstd, "lz4": has_lz4, "snappy": has_snappy}
 
 
@@ -102,12 +162,25 @@ class Publisher:
         self._failures: list[PublishError] = []
         self._stale = False  # a batch failed: its partition's sequence has a gap
         self._retired: set[asyncio.Task[None]] = set()
+        self._capture: Capture | None = None  # producer.testing.captured_events
+        self._captured: CaptureTarget | None = None  # its target, where every send goes
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Connect to the cluster (idempotent)."""
-        if self._producer is None:
-            self._producer = await self._new_producer()
+        """Connect to the cluster (idempotent).
+
+        Raises ``StartFailed`` (a ``PublishError``) when no broker of
+        ``settings.bootstrap_servers`` answers within aiokafka's bootstrap
+        (each attempt bounded by ``request_timeout_ms``) or the cluster refuses
+        the client: one line naming the servers and the cause, retriable when
+        the cause is. ``async with Publisher()`` raises the same on enter.
+        """
+        if self._producer is None and self._captured is None:
+            self._capture = Capture.bind(self)  # a test captures events: no network at all
+            if self._capture is not None:
+                self._captured = self._capture.target
+            else:
+                self._producer = await self._new_producer()
 
     async def _new_producer(self) -> AIOKafkaProducer:
         kwargs = self.settings.client_kwargs() | self.options.producer_kwargs()
@@ -118,10 +191,14 @@ class Publisher:
         producer = AIOKafkaProducer(partitioner=self.partitioner, **kwargs)
         try:
             await producer.start()
-        except KafkaError as exc:
+        except (KafkaError, OSError) as exc:
+            failure: BaseException = exc
+        else:
+            return producer
+        # outside the except block: nothing here is chained to the failure as its context
+        with contextlib.suppress(Exception):
             await producer.stop()
-            raise publish_error(exc) from exc
-        return producer
+        raise start_failed(self.settings.bootstrap_servers, failure)
 
     async def _ready(self) -> AIOKafkaProducer:
         """The producer to send with; a new one after a batch failed.
@@ -149,6 +226,9 @@ class Publisher:
         Raises ``PublishError`` when any of them failed since the last flush
         (``publish`` failures excepted: ``publish`` raised them already).
         """
+        if self._captured is not None:
+            await self._captured.flush()
+            return
         if self._producer is not None:
             await self._producer.flush()
         if self._pending:
@@ -159,6 +239,7 @@ class Publisher:
 
     async def stop(self) -> None:
         """Flush (nothing queued is dropped), then close the connections."""
+        self._capture = self._captured = None  # captured: the capture owns the messages
         producer, self._producer = self._producer, None
         if producer is None:
             return
@@ -189,6 +270,8 @@ class Publisher:
     # ------------------------------------------------------------ sending
     async def publish(self, event: Event) -> Delivery:
         """Send one event and wait for the broker's acknowledgement."""
+        if self._captured is not None:
+            return await self._captured.publish(event)
         future = await self.send(event)
         try:
             return await future
@@ -198,10 +281,14 @@ class Publisher:
 
     async def send(self, event: Event) -> asyncio.Future[Delivery]:
         """Queue one event; the returned future resolves when the broker acknowledges it."""
+        if self._captured is not None:
+            return await self._captured.send(event)
         return await self.send_raw(event.key, to_json(event), kafka_headers(event))
 
     async def publish_raw(self, key: bytes | None, value: bytes, headers: Headers = ()) -> Delivery:
         """``publish`` for pre-serialized bytes (which are not validated: see ``send_raw``)."""
+        if self._captured is not None:
+            return await self._captured.publish_raw(key, value, headers)
         future = await self.send_raw(key, value, headers)
         try:
             return await future
@@ -217,6 +304,8 @@ class Publisher:
         For the simulator and for tests that publish deliberately invalid
         messages; services publish events with ``publish``/``send``.
         """
+        if self._captured is not None:
+            return await self._captured.send_raw(key, value, headers)
         producer = await self._ready()
         try:
             inner = await producer.send(self.topic, value, key=key, headers=list(headers))
@@ -235,6 +324,8 @@ class Publisher:
         record ends up in one returned ``SentBatch``, whose future fails when
         the batch could not even be queued.
         """
+        if self._captured is not None:
+            return await self._captured.send_many(records)
         groups: dict[int, list[RawRecord]] = {}
         sent: list[SentBatch] = []
         try:
@@ -310,6 +401,23 @@ class Publisher:
     def _forget(self, exc: PublishError) -> None:
         """``publish`` raised it: ``flush`` need not raise it again."""
         self._failures = [failure for failure in self._failures if failure is not exc]
+
+
+def start_failed(bootstrap_servers: str, exc: BaseException) -> StartFailed:
+    """The one exception ``start`` raises: ``StartFailed`` with ``exc`` as ``__cause__``.
+
+    ``__suppress_context__`` is set, so a traceback shows the aiokafka error
+    as the direct cause and nothing that was being handled when it happened.
+    """
+    name, text = type(exc).__name__, str(exc)
+    reason = text if text.startswith(name) else f"{name}: {text}".rstrip(": ")
+    if isinstance(exc, KafkaError):
+        retriable = publish_error(exc).retriable
+    else:  # an OSError: a refused or timed-out connection may work later, a bad file will not
+        retriable = isinstance(exc, ConnectionError | TimeoutError)
+    error = StartFailed(bootstrap_servers, reason, retriable=retriable)
+    error.__cause__ = exc  # also sets __suppress_context__
+    return error
 
 
 def _queue_error(batch: SentBatch) -> PublishError | None:

@@ -19,13 +19,56 @@ the consumer would dead-letter fails the service's test with the same
 those that are not valid events land in ``dead_letters`` with their reason.
 ``fail_next`` makes the next sends fail, to test what a service does when
 the broker is away.
+
+When the service builds its own ``Publisher`` (or ``SyncPublisher``) and the
+test cannot pass one in, ``captured_events`` swaps it for an
+``InMemoryPublisher`` from the outside, as faststream's ``TestKafkaBroker``
+does::
+
+    from producer.testing import captured_events
+
+    async def test_report_emits_its_lifecycle():
+        with captured_events() as pub:
+            execution_id = await my_service.run_report()  # does `async with Publisher()`
+        assert pub.types_for(execution_id) == [PENDING, STARTED, COMPLETED]
+
+or, with ``pytest_plugins = ["producer.pytest_plugin"]`` in the
+``conftest.py``, the fixture ``exectrack_events`` (the same, one per test).
+
+Inside the ``with`` block, every ``producer.publisher.Publisher`` that is
+started (``start()``, ``async with``, or through ``SyncPublisher``, which
+wraps one) opens no connection at all: it is bound to the capture's
+``InMemoryPublisher`` and its ``publish``/``send``/``publish_raw``/
+``send_raw``/``send_many``/``flush`` go there (the events keep the service's
+``source``; they are stored under the in-memory publisher's ``topic``). It
+does not matter how the service imported ``Publisher``: the switch is in
+``Publisher.start()`` itself. Rules:
+
+- Only a ``start()`` inside the block is captured. A ``Publisher`` started
+  before it (connected to Kafka) stays real; one started inside stays bound
+  until its ``stop()`` or the end of the block, whichever comes first. After
+  the block (left normally or by an exception), bound publishers are unbound
+  and count as stopped (``publish`` raises ``RuntimeError: not started``),
+  and a new ``start()`` connects to Kafka again.
+- The captures active at one time form one process-wide stack, shared by
+  every task and thread (the ``SyncPublisher`` loop thread too): a
+  ``start()`` binds to the innermost (most recently entered) capture still
+  active. Nested blocks: the inner one receives what starts inside it, the
+  outer one receives again after the inner ends. Concurrent captures in
+  several tasks: a ``start()`` binds to the one entered last, whichever task
+  it runs in, so tests that run services concurrently share one capture
+  rather than open one each.
+- ``publisher`` (an ``InMemoryPublisher`` you built, e.g. with another
+  ``topic`` or after ``fail_next``) is used instead of a new one; it is
+  started on enter and stopped on exit either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -33,10 +76,10 @@ from typing import Self
 from producer._kafka import Partitioner, flush_error
 from producer.errors import InvalidEvent, InvalidReason, PublishError
 from producer.events import Event, EventType, ExecutionEvent, kafka_headers, parse_event, to_json
-from producer.publisher import Delivery, Headers, RawRecord, SentBatch
+from producer.publisher import Capture, Delivery, Headers, RawRecord, SentBatch
 from producer.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC
 
-__all__ = ["InMemoryPublisher", "StoredMessage"]
+__all__ = ["InMemoryPublisher", "StoredMessage", "captured_events"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +244,23 @@ class InMemoryPublisher:
         except InvalidEvent as exc:
             self.dead_letters.append((stored, exc))
         return Delivery(self.topic, partition, offset, now)
+
+
+@contextmanager
+def captured_events(publisher: InMemoryPublisher | None = None) -> Iterator[InMemoryPublisher]:
+    """Capture every ``Publisher`` started inside the block into one ``InMemoryPublisher``.
+
+    Yields the ``InMemoryPublisher`` (``publisher``, or a new one with the
+    default topic), started; stops it and restores the real ``Publisher`` on
+    exit, also when the block raises. No network is used by a captured
+    publisher. Binding, nesting and tasks: this module's docstring. The idea
+    and the name of the pattern come from faststream's ``TestKafkaBroker``.
+    """
+    memory = publisher if publisher is not None else InMemoryPublisher()
+    memory.started = True  # what start() does, without needing a running loop
+    try:
+        with Capture(memory):
+            yield memory
+    finally:
+        memory.started = False
+        memory._failures.clear()  # what stop() does

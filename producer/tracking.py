@@ -24,11 +24,28 @@ block goes on. ``"raise"`` lets the ``PublishError`` propagate instead (when
 the block itself raised, its exception wins and the publish error is added to
 it as a note). Invalid field values always raise ``InvalidEvent``: that is a
 bug in the caller, not weather.
+
+The exception that leaves the block names its execution, so the service's
+error handler (or the traceback in its log) leads to the row: ``track`` sets
+``exc.exectrack_execution_id`` (a ``str``; the innermost run's id when
+``track`` blocks are nested) and adds a PEP 678 note
+``exectrack execution_id=<id>`` (one per enclosing run), on failures and
+cancellations alike::
+
+    try:
+        async with track(pub, report_id="vpc-inventory") as run:
+            ...
+    except Exception as exc:
+        log.error("report failed", execution_id=exectrack_execution_id(exc))
+
+``exectrack_execution_id(exc)`` returns it (``None`` for an exception that did
+not pass through ``track``). ``track_sync`` does the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import traceback
 from datetime import UTC, datetime
@@ -50,6 +67,7 @@ __all__ = [
     "Run",
     "Tracking",
     "error_details",
+    "exectrack_execution_id",
     "track",
 ]
 
@@ -102,6 +120,24 @@ def error_details(exc: BaseException) -> dict[str, Any]:
         if len(orjson.dumps(details)) <= MAX_ERROR_DETAILS_BYTES or not lines:
             return details
         lines = lines[1:]  # keep the innermost frames: they say where it broke
+
+
+EXECUTION_ID_ATTRIBUTE = "exectrack_execution_id"
+"""The attribute ``track`` sets on the exception that leaves its block."""
+
+
+def exectrack_execution_id(exc: BaseException) -> str | None:
+    """The ``execution_id`` of the tracked run ``exc`` left (innermost), or ``None``."""
+    value = getattr(exc, EXECUTION_ID_ATTRIBUTE, None)
+    return value if isinstance(value, str) else None
+
+
+def _mark(exc: BaseException, execution_id: str) -> None:
+    """Name the run on the exception leaving it: attribute (innermost wins) and a note."""
+    if exectrack_execution_id(exc) is None:
+        with contextlib.suppress(AttributeError):  # __slots__: the note still says it
+            setattr(exc, EXECUTION_ID_ATTRIBUTE, execution_id)
+    exc.add_note(f"exectrack execution_id={execution_id}")
 
 
 class Run:
@@ -226,6 +262,14 @@ class Tracking:
         tb: TracebackType | None,
     ) -> None:
         run = self.run
+        try:
+            await self._end(run, exc)
+        finally:  # after error_details was taken: the note is not part of the report's error
+            if exc is not None:
+                _mark(exc, run.execution_id)
+
+    @staticmethod
+    async def _end(run: Run, exc: BaseException | None) -> None:
         try:
             if exc is None:
                 await run._finish(EventType.COMPLETED)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import socket
+import traceback
 from datetime import UTC, datetime
 
 import pytest
@@ -18,7 +20,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 import producer.events
 from producer._kafka import Partitioner, murmur2, publish_error
-from producer.errors import InvalidEvent, InvalidReason, PublishError
+from producer.errors import InvalidEvent, InvalidReason, PublishError, StartFailed
 from producer.events import (
     CONTENT_TYPE,
     EventType,
@@ -29,7 +31,9 @@ from producer.events import (
 )
 from producer.publisher import Publisher
 from producer.settings import KafkaSettings, ProducerSettings, PublisherSettings
+from producer.sync import SyncPublisher
 from producer.testing import InMemoryPublisher
+from producer.tracking import track
 
 R = InvalidReason
 
@@ -206,3 +210,81 @@ async def test_in_memory_publisher_must_be_started() -> None:
     pub = InMemoryPublisher()
     with pytest.raises(RuntimeError, match="not started"):
         await pub.publish(event())
+
+
+# ---------------------------------------------------------------- start with the broker down
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def enter(publisher: Publisher, how: str) -> None:
+    if how == "start":
+        await publisher.start()
+        return
+    async with publisher:
+        pytest.fail("entered with no broker")
+
+
+@pytest.mark.parametrize("how", ["start", "async with"])
+async def test_start_with_the_broker_down_is_one_clear_exception(how: str) -> None:
+    servers = f"127.0.0.1:{closed_port()}"
+    publisher = Publisher(
+        KafkaSettings(bootstrap_servers=servers),
+        options=PublisherSettings(request_timeout_ms=2000),
+    )
+    with pytest.raises(StartFailed) as caught:
+        await enter(publisher, how)
+    error = caught.value
+    assert isinstance(error, PublishError)
+    assert error.retriable
+    assert error.bootstrap_servers == servers
+    prefix = f"cannot start the publisher: Kafka at {servers}: KafkaConnectionError: "
+    assert str(error).startswith(prefix + "Unable to bootstrap from [('127.0.0.1', ")
+    assert str(error).count("KafkaConnectionError") == 1
+    assert "\n" not in str(error)
+    assert isinstance(error.__cause__, KafkaConnectionError)
+    assert error.__suppress_context__
+    printed = "".join(traceback.format_exception(error))
+    assert "During handling of the above exception" not in printed
+    assert printed.count("Traceback (most recent call last)") == 2  # the error and its cause
+    assert printed.rstrip().endswith(str(error))
+    with pytest.raises(RuntimeError, match="not started"):  # nothing half-started is left
+        await publisher.publish(event())
+
+
+def test_sync_publisher_start_with_the_broker_down_raises_the_same() -> None:
+    servers = f"127.0.0.1:{closed_port()}"
+    with pytest.raises(StartFailed, match=f"Kafka at {servers}: KafkaConnectionError"):
+        SyncPublisher(settings=KafkaSettings(bootstrap_servers=servers), timeout=10).start()
+
+
+def test_start_failed_survives_pickling() -> None:
+    error = StartFailed("a:9092,b:9092", "KafkaConnectionError: no\nanswer", retriable=False)
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert (
+        str(copy)
+        == "cannot start the publisher: Kafka at a:9092,b:9092: KafkaConnectionError: no answer"
+    )
+    assert copy.retriable is False
+
+
+async def test_a_report_runs_untracked_on_a_publisher_that_never_started() -> None:
+    """docs/events.md, "When the broker is down at start": the fallback it shows works."""
+    publisher = Publisher(KafkaSettings(bootstrap_servers=f"127.0.0.1:{closed_port()}"))
+    with pytest.raises(StartFailed):
+        await publisher.start()
+    try:
+        async with track(publisher, report_id="r", execution_id="untracked") as run:
+            await run.progress(records_processed=3)
+            done = True
+    finally:
+        await publisher.stop()
+    assert done
+    assert run.publish_errors == 4  # pending, started, progress, completed: logged, counted
+    assert [e.type.rsplit(".", 1)[1] for e in run.events] == [
+        "pending", "started", "progress", "completed",
+    ]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 import uuid
 from datetime import UTC, datetime
 
@@ -13,7 +14,7 @@ from producer.errors import InvalidEvent, InvalidReason, PublishError
 from producer.events import EventType, ExecutionEvent, TriggerType
 from producer.sync import SyncPublisher, track_sync
 from producer.testing import InMemoryPublisher
-from producer.tracking import MAX_ERROR_DETAILS_BYTES, error_details, track
+from producer.tracking import MAX_ERROR_DETAILS_BYTES, error_details, exectrack_execution_id, track
 
 T = EventType
 
@@ -366,3 +367,56 @@ def test_sync_run_with_log_mode_counts_failures() -> None:
         run.progress(records_processed=1)
     assert run.publish_errors == 1
     assert memory.types_for("e") == [T.PENDING, T.STARTED, T.COMPLETED]
+
+
+# ---------------------------------------------------------------- the execution_id on the exception
+async def test_the_exception_leaving_track_names_its_execution() -> None:
+    async with InMemoryPublisher() as pub:
+        with pytest.raises(ReportBroke) as caught:
+            async with track(pub, report_id="r") as run:
+                raise ReportBroke("quota exceeded")
+    exc = caught.value
+    assert exectrack_execution_id(exc) == run.execution_id
+    assert exc.exectrack_execution_id == run.execution_id  # type: ignore[attr-defined]
+    assert exc.__notes__ == [f"exectrack execution_id={run.execution_id}"]
+    assert f"exectrack execution_id={run.execution_id}" in "".join(traceback.format_exception(exc))
+    # the note is for the service's log, not part of the report's own error
+    details = pub.events_for(run.execution_id)[-1].data.error_details
+    assert details is not None
+    assert "exectrack execution_id" not in details["traceback"]
+    assert exectrack_execution_id(ReportBroke("never tracked")) is None
+
+
+async def test_nested_runs_the_innermost_id_wins_and_every_run_is_noted() -> None:
+    async with InMemoryPublisher() as pub:
+        with pytest.raises(ReportBroke) as caught:
+            async with (
+                track(pub, report_id="outer", execution_id="o") as outer,
+                track(pub, report_id="inner", execution_id="i"),
+            ):
+                raise ReportBroke("deep")
+    assert outer.execution_id == "o"
+    assert exectrack_execution_id(caught.value) == "i"
+    assert caught.value.__notes__ == ["exectrack execution_id=i", "exectrack execution_id=o"]
+
+
+async def test_a_cancelled_run_also_names_its_execution() -> None:
+    async with InMemoryPublisher() as pub:
+        with pytest.raises(asyncio.CancelledError) as caught:
+            async with track(pub, report_id="r", execution_id="c"):
+                raise asyncio.CancelledError
+    assert exectrack_execution_id(caught.value) == "c"
+    assert pub.types_for("c") == [T.PENDING, T.STARTED, T.CANCELLED]
+
+
+def test_track_sync_failure_names_its_execution() -> None:
+    memory = InMemoryPublisher()
+    with (
+        SyncPublisher(memory) as pub,
+        pytest.raises(ReportBroke) as caught,
+        track_sync(pub, report_id="r") as run,
+    ):
+        raise ReportBroke("sync failure")
+    assert exectrack_execution_id(caught.value) == run.execution_id
+    assert caught.value.__notes__ == [f"exectrack execution_id={run.execution_id}"]
+    assert memory.types_for(run.execution_id) == [T.PENDING, T.STARTED, T.FAILED]
