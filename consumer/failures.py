@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumer.db.engine import DatabaseTlsError, create_engine
+from consumer.db.repository import mysql_error_code
 from consumer.settings import DatabaseSettings, Settings
 from producer.diagnose import causes, explain_kafka
 from producer.errors import ConnectFailed
@@ -31,11 +32,6 @@ UNKNOWN_DATABASE = 1049  # ER_BAD_DB_ERROR: the URL names a database the server 
 NO_SUCH_TABLE = 1146  # ER_NO_SUCH_TABLE: the database was never migrated
 
 
-def _code(exc: BaseException) -> int | None:
-    args = getattr(exc, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
 def database_reason(exc: BaseException, settings: DatabaseSettings) -> tuple[str, bool]:
     """(a short reason, whether it is permanent: credentials or TLS, not a server away)."""
     for cause in causes(exc):
@@ -45,7 +41,7 @@ def database_reason(exc: BaseException, settings: DatabaseSettings) -> tuple[str
             return f"TLS certificate verification failed: {cause.verify_message or cause}", True
         if isinstance(cause, ssl.SSLError):
             return f"TLS handshake failed: {cause.reason or cause}", True
-        code = _code(cause)
+        code = mysql_error_code(cause)
         if code in ACCESS_DENIED:
             reason = f"access denied ({code}): {cause.args[1]}"
             if settings.ssl_mode == "disabled":
@@ -63,7 +59,7 @@ def database_reason(exc: BaseException, settings: DatabaseSettings) -> tuple[str
                 f"the schema is missing ({code}): {cause.args[1]}: run `exectrack-consumer migrate`"
             ), True
     for cause in causes(exc):
-        code = _code(cause)
+        code = mysql_error_code(cause)
         if code is not None and len(cause.args) > 1:
             return f"({code}) {cause.args[1]}", False
     return f"{type(exc).__name__}: {exc}", False

@@ -128,9 +128,11 @@ def _row_runs(
         yield rows[run]
 
 
-def _error_code(exc: BaseException) -> int | None:
-    orig = getattr(exc, "orig", None)
-    args = getattr(orig, "args", ())
+def mysql_error_code(driver_error: BaseException | None) -> int | None:
+    """The MySQL/MariaDB error number (e.g. 1062, 2013) of a driver (pymysql) error:
+    the first of its ``args`` when it is an int; None otherwise. The one place the
+    code is read; pass a SQLAlchemy ``DBAPIError``'s ``.orig``, not the wrapper."""
+    args = getattr(driver_error, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 
 
@@ -142,7 +144,7 @@ def classify(exc: BaseException) -> StorageError | PoisonBatch:
     """
     if isinstance(exc, StorageError | PoisonBatch):
         return exc
-    code = _error_code(exc)
+    code = mysql_error_code(getattr(exc, "orig", None))
     message = str(getattr(exc, "orig", None) or exc)  # the server's words, not the SQL
     error: StorageError | PoisonBatch
     if code == DUPLICATE_KEY:
