@@ -36,7 +36,7 @@ $(UV):
 
 lock: $(UV)  ## re-resolve the locks after editing pyproject.toml (keeps every pin it can)
 	$(COMPILE) --extra dev -o requirements.lock
-	$(COMPILE) --constraint requirements.lock -o deploy/requirements.lock
+	$(COMPILE) --extra consumer --constraint requirements.lock -o deploy/requirements.lock
 
 lock-upgrade: $(UV)  ## move every pin to the newest version pyproject.toml allows
 	$(COMPILE) --extra dev --upgrade -o requirements.lock

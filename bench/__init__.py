@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from consumer.logs import configure_logging
-from consumer.settings import Settings
+from exectrack.consumer.logs import configure_logging
+from exectrack.consumer.settings import Settings
 
 
 def setup_logging() -> None:

@@ -60,19 +60,19 @@ from sqlalchemy.engine import make_url
 
 from bench import MachineCpu, peak_rss_mb, setup_logging, write_result
 from bench.replay import CONSUMER, run_child
-from consumer.batch import tune_gc
-from consumer.db import migrate
-from consumer.db.admin import create_database, drop_database
-from consumer.db.engine import create_engine
-from consumer.db.repository import EXECUTIONS, REPORTS, USERS
-from consumer.kafka import reader
-from consumer.service import ConsumerService
-from consumer.settings import DatabaseSettings, Settings
-from producer.errors import InvalidEvent
-from producer.events import ExecutionEvent, parse_event
-from producer.publisher import Publisher
-from producer.settings import KafkaSettings
-from producer.simulate import SimConfig, generate, run_simulation
+from exectrack.consumer.db import migrate
+from exectrack.consumer.db.admin import create_database, drop_database
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.repository import EXECUTIONS, REPORTS, USERS
+from exectrack.consumer.ingest.decode import tune_gc
+from exectrack.consumer.kafka import reader
+from exectrack.consumer.service import ConsumerService
+from exectrack.consumer.settings import DatabaseSettings, Settings
+from exectrack.producer.errors import InvalidEvent
+from exectrack.producer.events import ExecutionEvent, parse_event
+from exectrack.producer.publisher import Publisher
+from exectrack.producer.settings import KafkaSettings
+from exectrack.producer.simulate import SimConfig, generate, run_simulation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "consumer.json"
 PARTITIONS = 12
@@ -112,7 +112,7 @@ async def drain_ceiling(kafka: KafkaSettings, total: int) -> float:
 
 async def exectrack(settings: Settings, total: int) -> tuple[float, float]:
     """Returns (seconds from start to the last commit, steady events/s after the first batch)."""
-    tune_gc()  # as `exectrack-consumer consume` does (consumer.service.run_service)
+    tune_gc()  # as `exectrack-consumer consume` does (exectrack.consumer.service.run_service)
     service = ConsumerService(settings)
     started = time.perf_counter()
     task = asyncio.create_task(service.run())

@@ -35,13 +35,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from bench import setup_logging, write_result
-from consumer.db import migrate
-from consumer.db.admin import create_database, drop_database
-from consumer.db.engine import create_engine
-from consumer.db.repository import EXECUTIONS
-from consumer.settings import DatabaseSettings, Settings
-from producer.events import EventType, execution_event
-from producer.publisher import Publisher
+from exectrack.consumer.db import migrate
+from exectrack.consumer.db.admin import create_database, drop_database
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.repository import EXECUTIONS
+from exectrack.consumer.settings import DatabaseSettings, Settings
+from exectrack.producer.events import EventType, execution_event
+from exectrack.producer.publisher import Publisher
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latency.json"
 LIFECYCLE = (EventType.PENDING, EventType.STARTED, EventType.COMPLETED)

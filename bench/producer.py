@@ -38,10 +38,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from bench import setup_logging, write_result
-from producer._traffic import Record
-from producer.publisher import Publisher
-from producer.settings import KafkaSettings, ProducerSettings, PublisherSettings
-from producer.simulate import SimConfig, records, run_simulation
+from exectrack.producer._traffic import Record
+from exectrack.producer.publisher import Publisher
+from exectrack.producer.settings import KafkaSettings, ProducerSettings, PublisherSettings
+from exectrack.producer.simulate import SimConfig, records, run_simulation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "producer.json"
 PARTITIONS = 12

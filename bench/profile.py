@@ -5,11 +5,12 @@ in-process into a fresh database (the same code as ``exectrack-consumer
 consume``) and splits the process's CPU time (``time.process_time``) by stage,
 timing the synchronous functions that make up each one:
 
-- parse + validate: ``consumer.batch.Decoder.add`` (orjson + pydantic, the contract's rules);
-- fold: ``consumer.fold.fold_events`` (per-field last-writer-wins by K);
+- parse + validate: ``exectrack.consumer.ingest.decode.Decoder.add`` (orjson + pydantic,
+  the contract's rules);
+- fold: ``exectrack.consumer.ingest.fold.fold_events`` (per-field last-writer-wins by K);
 - rows: ``ExecutionFold.to_row`` (derived fields, ``fold_keys`` encoding);
-- SQL literals: ``consumer.db.fastsql.render_each``;
-- statement bytes: ``consumer.db.packet.runs`` (splitting rows into statements
+- SQL literals: ``exectrack.consumer.db.fastsql.render_each``;
+- statement bytes: ``exectrack.consumer.db.packet.runs`` (splitting rows into statements
   under ``max_allowed_packet``: the byte count of each rendered row);
 - the rest: reading records (aiokafka), the driver (pymysql's protocol,
   result rows), SQLAlchemy, asyncio, dead letters, commits, logging.
@@ -38,10 +39,10 @@ from bench.consumer import (
     scratch_databases,
     simulated_topic,
 )
-from consumer import batch as batch_module
-from consumer.db import fastsql, packet
-from consumer.fold import ExecutionFold
-from consumer.settings import Settings
+from exectrack.consumer.db import fastsql, packet
+from exectrack.consumer.ingest import decode as batch_module
+from exectrack.consumer.ingest.fold import ExecutionFold
+from exectrack.consumer.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "profile.json"
 STAGES = {

@@ -40,15 +40,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench import setup_logging, write_result
-from consumer.db import migrate
-from consumer.db.admin import create_database, drop_database
-from consumer.db.engine import create_engine
-from consumer.db.repository import EXECUTIONS
-from consumer.fold import fold_events
-from consumer.retention import RetentionPolicy
-from consumer.settings import DatabaseSettings, Settings
-from consumer.writer import BatchWriter
-from producer.events import EventType, ExecutionEvent, execution_event
+from exectrack.consumer.db import migrate
+from exectrack.consumer.db.admin import create_database, drop_database
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.repository import EXECUTIONS
+from exectrack.consumer.ingest.fold import fold_events
+from exectrack.consumer.ingest.writer import BatchWriter
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.settings import DatabaseSettings, Settings
+from exectrack.producer.events import EventType, ExecutionEvent, execution_event
 
 RESULTS = Path(__file__).resolve().parent / "results" / "purge.json"
 CONSUMER = Path(sys.executable).parent / "exectrack-consumer"

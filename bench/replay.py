@@ -4,7 +4,7 @@ Against the broker and database of the environment (``EXECTRACK_KAFKA__*``,
 ``EXECTRACK_DATABASE__URL``: the local stack by default):
 
 1. preload: a fresh topic (12 partitions) gets about ``--events`` simulated
-   messages (``producer.simulate.records``: duplicates, reordering, 1%
+   messages (``exectrack.producer.simulate.records``: duplicates, reordering, 1%
    invalid), sent raw and pipelined (one ``send_batch`` per partition and
    chunk, zstd as the publisher does). Times start ``span + 1 h`` ago so no
    execution is past retention and none is in the future;
@@ -46,10 +46,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench import peak_rss_mb, setup_logging, write_result
 from bench.producer import executions_for
-from consumer.db.admin import create_database, drop_database
-from consumer.settings import Settings
-from producer.settings import KafkaSettings, PublisherSettings
-from producer.simulate import ADMIT_EVERY, SimConfig, records
+from exectrack.consumer.db.admin import create_database, drop_database
+from exectrack.consumer.settings import Settings
+from exectrack.producer.settings import KafkaSettings, PublisherSettings
+from exectrack.producer.simulate import ADMIT_EVERY, SimConfig, records
 
 RESULTS = Path(__file__).resolve().parent / "results" / "replay.json"
 CONSUMER = Path(sys.executable).parent / "exectrack-consumer"

@@ -1,7 +1,7 @@
 """``exectrack-consumer``: thin commands over library code (settings -> asyncio.run).
 
 The failure surface (docs/operations.md, "When a command fails"): every command
-logs through ``consumer.logs`` (JSON lines unless stderr is a terminal), and
+logs through ``exectrack.consumer.logs`` (JSON lines unless stderr is a terminal), and
 ends a failure with ONE error line naming the cause, no traceback:
 
 - invalid settings (``invalid_settings``, the variable and what is wrong): exit 2;
@@ -31,24 +31,24 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from consumer import replay as replaying
-from consumer.db import migrate as migrations
-from consumer.db.engine import DatabaseTlsError, create_engine
-from consumer.db.repository import EXECUTIONS
-from consumer.errors import StartupFailed
-from consumer.failures import check_database, explain
-from consumer.fold import decode_keys
-from consumer.logs import configure_from_environment, configure_logging, json_wanted
-from consumer.retention_cli import COMMANDS as RETENTION_COMMANDS
-from consumer.service import run_service
-from consumer.settings import Settings
-from consumer.verify import verify
-from consumer.watch import watch
-from producer.errors import ConnectFailed, PublishError
+from exectrack.consumer.db import migrate as migrations
+from exectrack.consumer.db.engine import DatabaseTlsError, create_engine
+from exectrack.consumer.db.repository import EXECUTIONS
+from exectrack.consumer.errors import StartupFailed
+from exectrack.consumer.failures import check_database, explain
+from exectrack.consumer.ingest.fold import decode_keys
+from exectrack.consumer.logs import configure_from_environment, configure_logging, json_wanted
+from exectrack.consumer.read.watch import watch
+from exectrack.consumer.replay import rebuild as replaying
+from exectrack.consumer.replay.verify import verify
+from exectrack.consumer.retention.cli import COMMANDS as RETENTION_COMMANDS
+from exectrack.consumer.service import run_service
+from exectrack.consumer.settings import Settings
+from exectrack.producer.errors import ConnectFailed, PublishError
 
-log = structlog.get_logger("consumer.cli")
+log = structlog.get_logger("exectrack.consumer.cli")
 
-# what a command may die of when Kafka or the database cannot be used (consumer.failures)
+# what a command may die of when Kafka or the database cannot be used (exectrack.consumer.failures)
 CONNECTION_ERRORS = (KafkaError, PublishError, SQLAlchemyError, DatabaseTlsError, OSError)
 
 
@@ -296,5 +296,5 @@ def _verify(settings: Settings, live: str, rebuilt: str, newer: Any, **options: 
         raise SystemExit(1)
 
 
-for _command in RETENTION_COMMANDS:  # purge, reap, retention (consumer.retention_cli)
+for _command in RETENTION_COMMANDS:  # purge, reap, retention (exectrack.consumer.retention.cli)
     main.add_command(_command)

@@ -1,10 +1,10 @@
-"""Consumer-side errors, under producer.errors' single root.
+"""Consumer-side errors, under exectrack.producer.errors' single root.
 
 ::
 
     ExectrackError                        retriable = False
-     ├── InvalidEvent (producer.errors)   bad input: dead-letter it
-     ├── PublishError (producer.errors)   retriable: broker trouble
+     ├── InvalidEvent (exectrack.producer.errors)   bad input: dead-letter it
+     ├── PublishError (exectrack.producer.errors)   retriable: broker trouble
      ├── StorageError                     retriable = True: database away or busy
      │    ├── ConcurrentInsert            a row we saw absent was inserted: redo
      │    └── ConnectionLost              the connection dropped mid-statement (2006/2013)
@@ -14,7 +14,7 @@
           ├── HealthServerFailed          EXECTRACK_HEALTH_PORT in use, host not ours
           └── TopicMissing                EXECTRACK_CREATE_TOPICS=false, no such topic
 
-``consumer.db.repository.classify`` turns SQLAlchemy/driver errors into these,
+``exectrack.consumer.db.repository.classify`` turns SQLAlchemy/driver errors into these,
 so the loop decides retry vs isolate by one flag. ``StartupFailed`` ends
 ``exectrack-consumer consume`` with one log line (its ``event`` and message)
 and exit status 1.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from producer.errors import ExectrackError
+from exectrack.producer.errors import ExectrackError
 
 
 class StorageError(ExectrackError):
@@ -41,7 +41,7 @@ class ConnectionLost(StorageError):
     An outage looks like this, and so does a statement the server refuses by
     hanging up (larger than ``max_allowed_packet``, or one that crashes it).
     The writer tells them apart by probing the server on a fresh connection
-    (consumer.writer): retried while the server is away, isolated when the
+    (exectrack.consumer.ingest.writer): retried while the server is away, isolated when the
     same batch keeps losing its connection to a server that answers.
     """
 
@@ -57,7 +57,7 @@ class RowTooLarge(PoisonBatch):
 
     ``sizes`` maps each such row's key (an execution_id, a report_id) to the
     bytes of the statement it needs alone; ``limit`` is the bytes allowed
-    (consumer.db.packet).
+    (exectrack.consumer.db.packet).
     """
 
     def __init__(self, sizes: Mapping[str, int], limit: int) -> None:

@@ -1,10 +1,10 @@
 """Connection failures at the command-line boundary: one line, never a traceback.
 
-A wrong Kafka password or certificate (``producer.diagnose``), a database that
+A wrong Kafka password or certificate (``exectrack.producer.diagnose``), a database that
 refuses the credentials or the transport (no TLS where the server requires it,
 a certificate that does not verify) end ``exectrack-consumer`` commands with
 one line naming the service, where it is (the database URL with its password
-masked) and why, and exit status 1, as one log line (consumer.cli).
+masked) and why, and exit status 1, as one log line (exectrack.consumer.cli).
 ``check_database`` runs before ``consume`` starts: credentials, TLS, an unknown
 database (1049) or a schema never migrated (1146) stop it at once (a database
 that is merely down does not: the consumer retries, as it always did).
@@ -18,11 +18,11 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from consumer.db.engine import DatabaseTlsError, create_engine
-from consumer.db.repository import mysql_error_code
-from consumer.settings import DatabaseSettings, Settings
-from producer.diagnose import causes, explain_kafka
-from producer.errors import ConnectFailed
+from exectrack.consumer.db.engine import DatabaseTlsError, create_engine
+from exectrack.consumer.db.repository import mysql_error_code
+from exectrack.consumer.settings import DatabaseSettings, Settings
+from exectrack.producer.diagnose import causes, explain_kafka
+from exectrack.producer.errors import ConnectFailed
 
 log = structlog.get_logger(__name__)
 

@@ -3,24 +3,34 @@
 - ``GET /livez``: 200 while the loop turns (fetching, or retrying the
   database); 503 when it has not turned for a while (stuck: restart me).
 - ``GET /readyz``: 200 when partitions are assigned and the database answers.
-- ``GET /metrics``: Prometheus text format (consumer.metrics).
+- ``GET /metrics``: Prometheus text format (exectrack.consumer.metrics).
 """
 
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.errors import HealthServerFailed
-
-if TYPE_CHECKING:
-    from consumer.service import ConsumerService
+from exectrack.consumer.errors import HealthServerFailed
 
 
-def build_app(service: ConsumerService) -> web.Application:
+class Probed(Protocol):
+    """What the endpoints ask of the process they serve (``ConsumerService`` is one)."""
+
+    @property
+    def live(self) -> bool:
+        """True while the main loop turns."""
+
+    async def ready(self) -> bool:
+        """True when partitions are assigned and the database answers."""
+
+
+def build_app(service: Probed) -> web.Application:
+    """The aiohttp application: ``/livez``, ``/readyz`` (200 or 503) and ``/metrics``."""
+
     async def livez(_: web.Request) -> web.Response:
         return web.Response(status=200 if service.live else 503, text="live\n")
 
@@ -40,7 +50,7 @@ def build_app(service: ConsumerService) -> web.Application:
     return app
 
 
-async def serve_health(service: ConsumerService, host: str, port: int) -> web.AppRunner | None:
+async def serve_health(service: Probed, host: str, port: int) -> web.AppRunner | None:
     """Listen on ``host:port`` (None, and no server, when ``port`` is 0).
 
     Raises:

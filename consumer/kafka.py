@@ -51,7 +51,7 @@ Python, from the first offset not yet returned), which never raises:
 - every record of a batch whose CRC does not match is returned as read;
 
 each of them with a last header ``exectrack.dlq.undecodable`` naming the
-cause, which ``consumer.batch.Decoder`` dead-letters as ``undecodable_record``
+cause, which ``exectrack.consumer.ingest.decode.Decoder`` dead-letters as ``undecodable_record``
 (the header itself is dropped from the dead letter like every
 ``exectrack.dlq.*`` one; its text becomes ``exectrack.dlq.error``). Records
 around it, in the same batch or not, are returned as usual and applied. Only
@@ -74,7 +74,7 @@ from aiokafka.record.default_records import _DefaultRecordBatchPy, _DefaultRecor
 from aiokafka.record.memory_records import _MemoryRecordsPy
 from aiokafka.record.util import decode_varint_py
 
-from consumer.metrics import RECORDS_UNREADABLE
+from exectrack.consumer.metrics import RECORDS_UNREADABLE
 
 __all__ = ["ISOLATION_LEVEL", "UNDECODABLE_HEADER", "reader"]
 

@@ -33,7 +33,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 __all__ = ["OURS", "REPEAT_WINDOW_S", "configure_from_environment", "configure_logging"]
 
-OURS = ("consumer", "producer", "bench", "migrations")
+OURS = ("exectrack", "bench", "migrations")
 """Loggers (structlog names them by module) that log at EXECTRACK_LOG_LEVEL."""
 REPEAT_WINDOW_S = 60.0
 

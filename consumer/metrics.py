@@ -26,7 +26,7 @@ EVENTS_DEAD_LETTERED = Counter(
 )
 DEAD_LETTERS_DROPPED = Counter(
     "exectrack_dead_letters_dropped_total",
-    "Dead letters the DLQ could not carry, dropped after the decision of consumer/dlq_send.py "
+    "Dead letters the DLQ could not carry, dropped after the decision of consumer/dlq/send.py "
     "(logged as dead_letter_dropped with the source topic/partition/offset), by cause.",
     ["cause"],
 )

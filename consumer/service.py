@@ -1,13 +1,13 @@
 """The consume loop: fetch a batch, decode, fold, write in one transaction, dead-letter, commit.
 
 Offsets are committed only after the database transaction and the dead-letter
-sends are acknowledged (or dropped by the explicit decision of consumer.dlq_send,
+sends are acknowledged (or dropped by the explicit decision of exectrack.consumer.dlq.send,
 when the dead-letter topic cannot carry them), so a crash at any point replays the
-batch, which is harmless: the writes are idempotent merges (consumer.fold). A
+batch, which is harmless: the writes are idempotent merges (exectrack.consumer.ingest.fold). A
 rebalance waits for the batch in flight (the listener takes the batch lock), so
 partitions are handed over with their offsets committed.
 
-The consumer reads ``read_committed`` (consumer.kafka): aborted transactions'
+The consumer reads ``read_committed`` (exectrack.consumer.kafka): aborted transactions'
 records and transaction markers are skipped by the client, so the offset
 committed for a partition is the consumer's position after the batch (past
 any skipped offsets), not only the last record's offset + 1; an idle poll
@@ -32,18 +32,19 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer import metrics
-from consumer.batch import Batch, decode_yielding, tune_gc
-from consumer.db.engine import create_engine
-from consumer.dlq import DeadLetter, consumer_identity
-from consumer.dlq_send import DeadLetterQueue
-from consumer.errors import TopicMissing
-from consumer.kafka import reader
-from consumer.pipeline import WritePipeline
-from consumer.retention_jobs import start_retention_jobs
-from consumer.settings import Settings
-from consumer.writer import BatchWriter, Stopped
-from producer.admin import ensure_topics, missing_topics
+from exectrack.consumer import metrics
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.dlq.letter import DeadLetter, consumer_identity
+from exectrack.consumer.dlq.send import DeadLetterQueue
+from exectrack.consumer.errors import TopicMissing
+from exectrack.consumer.health import serve_health
+from exectrack.consumer.ingest.decode import Batch, decode_yielding, tune_gc
+from exectrack.consumer.ingest.pipeline import WritePipeline
+from exectrack.consumer.ingest.writer import BatchWriter, Stopped
+from exectrack.consumer.kafka import reader
+from exectrack.consumer.retention.jobs import start_retention_jobs
+from exectrack.consumer.settings import Settings
+from exectrack.producer.admin import ensure_topics, missing_topics
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +68,7 @@ class Totals:
     applied: int = 0
     dead_lettered: int = 0
     written: int = 0
-    dead_letters_dropped: int = 0  # the DLQ could not carry them (consumer.dlq_send)
+    dead_letters_dropped: int = 0  # the DLQ could not carry them (exectrack.consumer.dlq.send)
 
 
 PARTITION_GAUGES = (metrics.CONSUMER_LAG, metrics.TRANSACTION_HELD, metrics.LAST_STABLE_OFFSET)
@@ -151,7 +152,7 @@ class ConsumerService:
                 elsewhere is a mistake to fix (a name, a deploy order), so it ends
                 the start in one line instead. The dead-letter topic is not
                 checked here: a DLQ that cannot be written is the dead-letter
-                path's failure (consumer.dlq), not a reason to stop reading.
+                path's failure (exectrack.consumer.dlq.letter), not a reason to stop reading.
         """
         kafka = self.settings.kafka
         if self.settings.create_topics:
@@ -323,7 +324,7 @@ class ConsumerService:
         return not self.stopping.is_set()
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> int:
-        """Send the batch's dead letters (consumer.dlq_send); returns how many were dropped."""
+        """Send the batch's dead letters (dlq.send); return how many were dropped."""
         if not dead:
             return 0
         delivery = await self.dead_letters.send(dead, self._keep_sending)
@@ -423,14 +424,13 @@ async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) 
     """Run until ``stop`` is set (or forever), then finish the batch, commit and leave."""
     tune_gc()
     service = ConsumerService(settings)
-    from consumer.health import serve_health
 
     runner = await serve_health(service, settings.health_host, settings.health_port)
     jobs = start_retention_jobs(settings)  # scheduled purge/reap; none unless configured
     watcher = None
     if stop is not None:
         watcher = asyncio.create_task(_forward(stop, service))
-    try:  # a failure propagates: the command line reports it in one line (consumer.cli)
+    try:  # a failure propagates: the command line reports it in one line (exectrack.consumer.cli)
         return await service.run()
     finally:
         await jobs.stop()

@@ -31,9 +31,9 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from consumer.policy_file import PolicyFileSource
-from consumer.retention import RetentionPolicy
-from producer.settings import KafkaSettings
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retention.policy_file import PolicyFileSource
+from exectrack.producer.settings import KafkaSettings
 
 DEFAULT_DATABASE_URL = "mysql+aiomysql://exectrack:exectrack@127.0.0.1:3306/exectrack"
 
@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     # a missing dead-letter topic is waited for this long, then dead letters are dropped
     # explicitly (logged, exectrack_dead_letters_dropped_total) until it exists
-    # (consumer/dlq_send.py)
+    # (consumer/dlq/send.py)
     dlq_missing_grace_s: float = Field(default=60.0, ge=0)
 
     # operability

@@ -1,6 +1,6 @@
 """alembic environment (async): the URL comes from the consumer's settings.
 
-Programmatic callers (consumer.db.migrate, the tests) may pass a URL in
+Programmatic callers (exectrack.consumer.db.migrate, the tests) may pass a URL in
 ``config.attributes["database_url"]``; otherwise ``Settings()`` reads it from the
 environment, exactly as the consumer does.
 """
@@ -16,9 +16,9 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import JSON, TypeEngine
 
-from consumer.db.engine import create_engine
-from consumer.db.models import Base
-from consumer.settings import Settings
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.models import Base
+from exectrack.consumer.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,6 +1,6 @@
 """Parsing Kafka messages into events, constructing events, encoding them.
 
-Import these from ``producer.events``; this module only keeps ``events`` short.
+Import these from ``exectrack.producer.events``; this module only keeps ``events`` short.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from producer._fields import (
+from exectrack.producer._fields import (
     CONTENT_TYPE,
     MAX_EVENT_BYTES,
     SPECVERSION,
@@ -22,7 +22,7 @@ from producer._fields import (
     loads_json,
     media_type,
 )
-from producer._models import (
+from exectrack.producer._models import (
     EXECUTION_TYPES,
     MODEL_OF,
     CloudProvider,
@@ -35,7 +35,7 @@ from producer._models import (
     ReportDefinedEvent,
     ReportType,
 )
-from producer.errors import InvalidEvent, InvalidReason
+from exectrack.producer.errors import InvalidEvent, InvalidReason
 
 R = InvalidReason
 T = EventType

@@ -3,7 +3,7 @@
 Each type is an ``Annotated`` pydantic type whose validators raise
 ``PydanticCustomError``; when a rule has its own ``InvalidReason`` the error's
 *type* names it (``naive_timestamp``, ``time_out_of_range``, ``too_large``), so
-``producer._codec`` maps errors to reasons without parsing messages. The
+``exectrack.producer._codec`` maps errors to reasons without parsing messages. The
 limits are the column types': ids fit ``VARCHAR(255)``, counts ``BIGINT``, user
 ids ``INT``, times ``TIMESTAMP(6)``, JSON fields ``JSON`` (64 KiB here).
 """
@@ -44,7 +44,7 @@ JSON columns) answers 1 for 31 nested containers and 0 for 32 (measured,
 innermost one, are not: error 4025 on insert). MySQL 8.0 allows 100
 ("JSON document exceeds maximum depth of 100"). The portable limit is the
 smaller. Deeper values are valid JSON: the consumer counts them as not carried
-(``consumer.fold.storable``; docs/events.md, "Values outside the columns' range").
+(``exectrack.consumer.ingest.fold.storable``; docs/events.md, "Values outside the columns' range").
 """
 
 # ---------------------------------------------------------------- field types
@@ -185,7 +185,7 @@ AnyUtcTime = Annotated[
 For the optional ``data`` times (``start_time``, ``end_time``,
 ``retention_until``): a value outside the ``TIMESTAMP(6)`` range does not
 refuse the event (its status and other fields still count); the consumer's
-fold decides what is stored (``consumer.fold.storable``; docs/events.md,
+fold decides what is stored (``exectrack.consumer.ingest.fold.storable``; docs/events.md,
 "Values outside the columns' range"). The event itself, and what it carries on
 the topic, keep the value as sent.
 """
@@ -199,11 +199,12 @@ UserId = Annotated[int, Field(strict=True, ge=1, le=MAX_INT_ID)]
 AnyCount = Annotated[int, Field(strict=True, ge=0)]
 """A JSON integer >= 0 of any size: an execution's optional counts. Above
 ``MAX_BIGINT`` it does not refuse the event; the fold does not store it
-(``consumer.fold.storable``); integers of any size are read exactly (``loads_json``)."""
+(``exectrack.consumer.ingest.fold.storable``); integers of any size are read exactly
+(``loads_json``)."""
 
 AnyUserId = Annotated[int, Field(strict=True, ge=1)]
 """An execution's ``started_by``: a user id >= 1; above ``MAX_INT_ID`` (``INT``)
-the fold does not store it (``consumer.fold.storable``)."""
+the fold does not store it (``exectrack.consumer.ingest.fold.storable``)."""
 
 
 # ---------------------------------------------------------------- exact JSON
@@ -344,7 +345,7 @@ JsonObject = Annotated[
 Any nesting depth orjson reads and writes (up to 252 levels here) and integers
 of any size (read exactly, ``loads_json``). Nested deeper than
 ``MAX_JSON_DEPTH`` it does not refuse the event: the consumer's fold does not
-store it (``consumer.fold.storable``). Integers beyond 64 bits are stored
+store it (``exectrack.consumer.ingest.fold.storable``). Integers beyond 64 bits are stored
 exactly on MariaDB (JSON as text); MySQL 8.0's binary JSON keeps them as
 DOUBLE (docs/events.md).
 """

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, Protocol
 
 from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber, UnknownProducerId
 
-from producer.errors import PublishError
+from exectrack.producer.errors import PublishError
 
 __all__ = [
     "Delivery",
@@ -29,7 +29,7 @@ Headers = Sequence[tuple[str, bytes]]
 
 
 class RawRecord(Protocol):
-    """A pre-serialized message (``producer.simulate.SimMessage`` is one)."""
+    """A pre-serialized message (``exectrack.producer.simulate.SimMessage`` is one)."""
 
     @property
     def key(self) -> bytes | None: ...

@@ -1,6 +1,6 @@
 """The contract's vocabulary (event types, statuses, enums) and its pydantic models.
 
-Import these from ``producer.events``; this module only keeps ``events`` short.
+Import these from ``exectrack.producer.events``; this module only keeps ``events`` short.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from producer._fields import (
+from exectrack.producer._fields import (
     DATA_CONTENT_TYPE,
     MAX_INT_ID,
     AnyCount,
@@ -185,7 +185,7 @@ def canonical_json(event: BaseModel) -> bytes:
     validation. One event sent in structured or binary mode, with its keys in
     another order or its time spelled with another offset, has one canonical form.
     Integers beyond 64 bits are written with all their digits
-    (``producer._fields.dumps_json``), so two events differing only there differ.
+    (``exectrack.producer._fields.dumps_json``), so two events differing only there differ.
     """
     # The envelope's attributes are never null; orjson calls _present for the one
     # value it cannot encode, ``data`` (a model): no Python-side copy of the

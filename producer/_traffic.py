@@ -1,6 +1,6 @@
 """The simulator's generator: deterministic lifecycles, duplicates, disorder, invalid messages.
 
-``producer.simulate`` is the public face (``SimConfig``, ``generate``,
+``exectrack.producer.simulate`` is the public face (``SimConfig``, ``generate``,
 ``run_simulation``); this module builds the messages as plain dicts and
 bytes, without pydantic, so that generating is never the bottleneck.
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
-from producer.events import (
+from exectrack.producer.events import (
     CONTENT_TYPE,
     MAX_TIME,
     MIN_TIME,
@@ -27,10 +28,36 @@ from producer.events import (
     TriggerType,
 )
 
-if TYPE_CHECKING:
-    from producer.simulate import SimConfig
+__all__ = [
+    "ADMIT_EVERY",
+    "DUPLICATE",
+    "INVALID",
+    "IN_FLIGHT",
+    "VALID",
+    "Record",
+    "SimConfig",
+    "Simulation",
+]
 
-__all__ = ["ADMIT_EVERY", "DUPLICATE", "INVALID", "IN_FLIGHT", "VALID", "Record", "Simulation"]
+
+@dataclass(frozen=True)
+class SimConfig:
+    executions: int = 1000
+    seed: int = 0
+    reports: int = 20
+    """Distinct report ids; about half get a report.defined event."""
+    duplicate_ratio: float = 0.01
+    """Fraction of valid messages sent again identically (same id, same bytes)."""
+    reorder_ratio: float = 0.1
+    """Fraction of executions whose events are published out of lifecycle order."""
+    invalid_ratio: float = 0.01
+    """Fraction of messages that are invalid (mixed kinds)."""
+    users: int = 50
+    """``started_by`` ids are 1..users (placeholders: no such users exist)."""
+    source: str = "/services/simulator"
+    start: datetime = field(default=datetime(2026, 1, 1, tzinfo=UTC))
+    """The first event's time; later ones advance deterministically from it."""
+
 
 IN_FLIGHT = 64
 """Executions in progress at once: the interleaving a partition sees."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from producer._kafka import publish_error
-from producer.errors import PublishError
-from producer.settings import KafkaSettings
+from exectrack.producer._kafka import publish_error
+from exectrack.producer.errors import PublishError
+from exectrack.producer.settings import KafkaSettings
 
 __all__ = ["DLQ_PARTITIONS", "ensure_topics", "missing_topics"]
 

@@ -23,9 +23,9 @@ import click
 import orjson
 from aiokafka.errors import KafkaError
 
-from producer.diagnose import explain_kafka
-from producer.errors import InvalidEvent, PublishError
-from producer.events import (
+from exectrack.producer.diagnose import explain_kafka
+from exectrack.producer.errors import InvalidEvent, PublishError
+from exectrack.producer.events import (
     EXECUTION_TYPES,
     Event,
     EventType,
@@ -34,9 +34,9 @@ from producer.events import (
     parse_event,
     report_defined_event,
 )
-from producer.publisher import Delivery, Publisher, ensure_topics
-from producer.settings import KafkaSettings, ProducerSettings
-from producer.simulate import RawSink, SimConfig, run_simulation
+from exectrack.producer.publisher import Delivery, Publisher, ensure_topics
+from exectrack.producer.settings import KafkaSettings, ProducerSettings
+from exectrack.producer.simulate import RawSink, SimConfig, run_simulation
 
 __all__ = ["Deps", "main"]
 

@@ -24,8 +24,8 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from producer.errors import ConnectFailed, PublishError
-from producer.settings import KafkaSettings
+from exectrack.producer.errors import ConnectFailed, PublishError
+from exectrack.producer.settings import KafkaSettings
 
 __all__ = ["causes", "explain_kafka", "kafka_reason", "probe_kafka"]
 

@@ -127,8 +127,8 @@ class StartFailed(PublishError):
 class ConnectFailed(ExectrackError):
     """A command could not use Kafka or the database: credentials, TLS, or no answer.
 
-    Raised at the command-line boundary (``producer.diagnose``,
-    ``consumer.failures``) so that the command ends with one line naming the
+    Raised at the command-line boundary (``exectrack.producer.diagnose``,
+    ``exectrack.consumer.failures``) so that the command ends with one line naming the
     service, where it is (brokers, or the database URL with its password
     masked) and why (``reason``, e.g. ``authentication failed: ...``), instead
     of a traceback. Never carries a secret.

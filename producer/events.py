@@ -21,21 +21,21 @@ user ids ``INT``, times ``TIMESTAMP(6)`` (UTC, microseconds, 1970..2038: an
 envelope ``time`` outside is rejected with ``time_out_of_range``; the optional
 ``data`` times are accepted in any year and the consumer's fold saturates
 ``retention_until`` and drops ``start_time``/``end_time`` outside the range,
-``consumer.fold.storable``), JSON fields ``JSON`` (at most 64 KiB
+``exectrack.consumer.ingest.fold.storable``), JSON fields ``JSON`` (at most 64 KiB
 serialized; nested deeper than ``MAX_JSON_DEPTH`` = 31 they are accepted and
 the fold does not store them). Sub-microsecond digits of a time are truncated.
 Integers of any size inside JSON fields are read, digested and stored exactly
-(``loads_json``, ``dumps_json``). Run ``python -m producer.schema --write
+(``loads_json``, ``dumps_json``). Run ``python -m exectrack.producer.schema --write
 docs/schema/events.schema.json`` to export the JSON Schema for other languages.
 
 This module is the stable import path of the contract; the code lives in
-``producer._fields`` (field types and limits), ``producer._models`` (enums and
-models), ``producer._codec`` (parse, construct, encode) and ``producer.schema``.
+``exectrack.producer._fields`` (field types and limits), ``exectrack.producer._models`` (enums and
+models), ``exectrack.producer._codec`` (parse, construct, encode) and ``exectrack.producer.schema``.
 """
 
 from __future__ import annotations
 
-from producer._codec import (
+from exectrack.producer._codec import (
     execution_event,
     kafka_headers,
     parse_event,
@@ -43,7 +43,7 @@ from producer._codec import (
     to_binary,
     to_json,
 )
-from producer._fields import (
+from exectrack.producer._fields import (
     CONTENT_TYPE,
     DATA_CONTENT_TYPE,
     MAX_BIGINT,
@@ -66,7 +66,7 @@ from producer._fields import (
     json_depth,
     loads_json,
 )
-from producer._models import (
+from exectrack.producer._models import (
     DEFINITION_FIELDS,
     EVENT_ADAPTER,
     EXECUTION_TYPES,
@@ -89,8 +89,8 @@ from producer._models import (
     TriggerType,
     definition_digest,
 )
-from producer.errors import InvalidEvent, InvalidReason
-from producer.schema import SCHEMA_ID, json_schema, main, render_schema
+from exectrack.producer.errors import InvalidEvent, InvalidReason
+from exectrack.producer.schema import SCHEMA_ID, json_schema, main, render_schema
 
 R, S, T = InvalidReason, ExecutionStatus, EventType  # the short names the module always had
 

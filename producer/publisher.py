@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_lz4, has_snappy, has_zstd
 from aiokafka.errors import KafkaError
 
-from producer._kafka import (
+from exectrack.producer._kafka import (
     Delivery,
     Headers,
     Partitioner,
@@ -51,10 +51,15 @@ from producer._kafka import (
     publish_error,
     settle,
 )
-from producer.admin import ensure_topics
-from producer.errors import PublishError, StartFailed
-from producer.events import Event, kafka_headers, to_json
-from producer.settings import DEFAULT_SOURCE, KafkaSettings, ProducerSettings, PublisherSettings
+from exectrack.producer.admin import ensure_topics
+from exectrack.producer.errors import PublishError, StartFailed
+from exectrack.producer.events import Event, kafka_headers, to_json
+from exectrack.producer.settings import (
+    DEFAULT_SOURCE,
+    KafkaSettings,
+    ProducerSettings,
+    PublisherSettings,
+)
 
 __all__ = [
     "Delivery",
@@ -71,7 +76,7 @@ log = structlog.get_logger(__name__)
 
 
 class CaptureTarget(Protocol):
-    """Where a captured ``Publisher`` sends: ``producer.testing.InMemoryPublisher``."""
+    """Where a captured ``Publisher`` sends: ``exectrack.producer.testing.InMemoryPublisher``."""
 
     async def flush(self) -> None: ...
     async def publish(self, event: Event, /) -> Delivery: ...
@@ -86,7 +91,7 @@ class CaptureTarget(Protocol):
 
 
 class Capture:
-    """One active ``producer.testing.captured_events``: the target and who is bound to it.
+    """One active ``exectrack.producer.testing.captured_events``: the target and who is bound to it.
 
     Private machinery of ``captured_events``; services never see it. The
     active captures form one process-wide stack (every task, every thread):
@@ -133,7 +138,7 @@ class Publisher:
 
     ``settings`` is a ``KafkaSettings`` (or a whole ``ProducerSettings``; by
     default read from the environment). ``topic`` overrides the settings'
-    topic; ``source`` is the CloudEvents source that ``producer.tracking``
+    topic; ``source`` is the CloudEvents source that ``exectrack.producer.tracking``
     stamps on the events it builds.
     """
 
@@ -162,7 +167,7 @@ class Publisher:
         self._failures: list[PublishError] = []
         self._stale = False  # a batch failed: its partition's sequence has a gap
         self._retired: set[asyncio.Task[None]] = set()
-        self._capture: Capture | None = None  # producer.testing.captured_events
+        self._capture: Capture | None = None  # exectrack.producer.testing.captured_events
         self._captured: CaptureTarget | None = None  # its target, where every send goes
 
     # ------------------------------------------------------------ lifecycle

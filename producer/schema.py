@@ -1,6 +1,6 @@
 """The contract as JSON Schema, for producers in other languages.
 
-``python -m producer.schema --write docs/schema/events.schema.json`` exports it;
+``python -m exectrack.producer.schema --write docs/schema/events.schema.json`` exports it;
 ``--check PATH`` exits 1 when the committed file is out of date (a test runs
 that check, so a model change without a schema refresh fails).
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from producer._models import EVENT_ADAPTER
+from exectrack.producer._models import EVENT_ADAPTER
 
 SCHEMA_ID = "urn:exectrack:schema:events:v1"
 DESCRIPTION = "The exectrack event contract: the ONE schema producers and the consumer share."
@@ -38,9 +38,9 @@ def render_schema() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m producer.schema [--write PATH | --check PATH]`` (stdout by default)."""
+    """``python -m exectrack.producer.schema [--write PATH | --check PATH]`` (stdout by default)."""
     parser = argparse.ArgumentParser(
-        prog="python -m producer.schema", description=json_schema.__doc__
+        prog="python -m exectrack.producer.schema", description=json_schema.__doc__
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="PATH", type=Path, help="write the schema to PATH")
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.check is not None:
         current = args.check.read_text(encoding="utf-8") if args.check.exists() else None
         if current != text:
-            fix = f"python -m producer.schema --write {args.check}"
+            fix = f"python -m exectrack.producer.schema --write {args.check}"
             print(f"{args.check} is out of date; run: {fix}", file=sys.stderr)
             return 1
     else:

@@ -68,7 +68,7 @@ class KafkaSettings(BaseModel):
 
 
 class PublisherSettings(BaseModel):
-    """How ``producer.Publisher`` batches, compresses and retries (aiokafka producer options).
+    """How ``Publisher`` batches, compresses and retries (aiokafka producer options).
 
     ``acks="all"`` and idempotence are not settings: they are what makes a
     retry safe (no duplicate, no reordering within a partition), so they are

@@ -32,34 +32,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import click
 import structlog
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from producer._traffic import ADMIT_EVERY, DUPLICATE, IN_FLIGHT, INVALID, VALID, Record, Simulation
-from producer.errors import PublishError
-from producer.events import (
+from exectrack.producer._traffic import (
+    ADMIT_EVERY,
+    DUPLICATE,
+    IN_FLIGHT,
+    INVALID,
+    VALID,
+    Record,
+    SimConfig,
+    Simulation,
+)
+from exectrack.producer.errors import PublishError
+from exectrack.producer.events import (
     EventType,
     ExecutionData,
     ExecutionEvent,
     ReportData,
     ReportDefinedEvent,
 )
-from producer.publisher import RawRecord, SentBatch
+from exectrack.producer.publisher import RawRecord, SentBatch
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = [
     "ADMIT_EVERY",
@@ -89,25 +92,6 @@ class SimMessage:
     """The event ``parse_event`` returns for it; None for invalid messages."""
     invalid_reason: str | None
     """The ``InvalidReason`` the consumer must report; None if valid."""
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    executions: int = 1000
-    seed: int = 0
-    reports: int = 20
-    """Distinct report ids; about half get a report.defined event."""
-    duplicate_ratio: float = 0.01
-    """Fraction of valid messages sent again identically (same id, same bytes)."""
-    reorder_ratio: float = 0.1
-    """Fraction of executions whose events are published out of lifecycle order."""
-    invalid_ratio: float = 0.01
-    """Fraction of messages that are invalid (mixed kinds)."""
-    users: int = 50
-    """``started_by`` ids are 1..users (placeholders: no such users exist)."""
-    source: str = "/services/simulator"
-    start: datetime = field(default=datetime(2026, 1, 1, tzinfo=UTC))
-    """The first event's time; later ones advance deterministically from it."""
 
 
 def generate(config: SimConfig) -> Iterator[SimMessage]:
@@ -226,7 +210,6 @@ async def run_simulation(
     progress: bool = False,
     chunk: int = 4000,
     retry_for: float = 300.0,
-    console: Console | None = None,
 ) -> SimReport:
     """Publish the whole simulation; return (and print) what was acknowledged, and how fast.
 
@@ -234,31 +217,27 @@ async def run_simulation(
     await per message), at most ``rate`` a second when given (token bucket).
     A batch that fails with a retriable error is sent again for up to
     ``retry_for`` seconds (a restarting broker); what still fails is counted
-    in ``failed``, never dropped silently.
+    in ``failed``, never dropped silently. ``progress`` draws a progress bar on
+    stderr with rich (the ``exectrack[simulate]`` extra); the summary line goes
+    to stdout.
+
+    Raises:
+        click.UsageError: ``progress`` without rich installed (one line naming the extra).
     """
-    console = console or Console()
     tally = _Tally(retry_until=time.monotonic() + retry_for)
     bucket = TokenBucket(rate) if rate else None
     size = chunk if bucket is None else max(1, min(chunk, int(bucket.capacity)))
     simulation = Simulation(config, keep_events=False)
     stream = simulation.run()
     queued = 0
-    bar = Progress(
-        TextColumn("[bold]simulate"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(
-            "executions · {task.fields[queued]:,} events · {task.fields[rate]:,.0f} events/s"
-        ),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-        transient=False,
-    )
+    bar = _progress_bar() if progress else None
     started = time.monotonic()
-    with bar:
-        task = bar.add_task("simulate", total=config.executions, queued=0, rate=0.0)
+    with bar if bar is not None else contextlib.nullcontext():
+        show: Callable[..., None] = _no_progress
+        if bar is not None:
+            show = partial(
+                bar.update, bar.add_task("simulate", total=config.executions, queued=0, rate=0.0)
+            )
         while True:
             if tally.retry:
                 await asyncio.sleep(RETRY_BACKOFF_S)
@@ -278,8 +257,8 @@ async def run_simulation(
             tally.watch(await publisher.send_many(batch))
             queued += len(batch)
             rate_now = queued / max(time.monotonic() - started, 1e-9)
-            bar.update(task, completed=simulation.finished, queued=queued, rate=rate_now)
-        bar.update(task, completed=config.executions, queued=queued)
+            show(completed=simulation.finished, queued=queued, rate=rate_now)
+        show(completed=config.executions, queued=queued)
     elapsed = time.monotonic() - started
     with contextlib.suppress(PublishError):  # counted above, batch by batch
         await publisher.flush()
@@ -289,11 +268,42 @@ async def run_simulation(
         sent=sent, valid=valid, invalid=invalid, duplicates=duplicates, failed=tally.failed,
         resent=tally.resent, elapsed_s=elapsed, rate=sent / elapsed if elapsed > 0 else 0.0,
     )  # fmt: skip
-    console.print(
+    click.echo(
         f"simulate: {sent:,} messages acknowledged ({valid:,} valid, {duplicates:,} duplicates, "
         f"{invalid:,} invalid) in {elapsed:.2f} s: {report.rate:,.0f} events/s"
         + (f"; {tally.resent:,} re-sent after retriable errors" if tally.resent else "")
-        + (f"; [red]{tally.failed:,} failed[/red]" if tally.failed else ""),
-        soft_wrap=True,
+        + (click.style(f"; {tally.failed:,} failed", fg="red") if tally.failed else "")
     )
     return report
+
+
+def _no_progress(**_: Any) -> None:
+    """What ``run_simulation`` calls instead of the bar's update without ``progress``."""
+
+
+def _progress_bar() -> Progress:
+    """rich's progress bar on stderr (imported here: rich is the ``simulate`` extra)."""
+    try:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+    except ImportError:
+        raise click.UsageError("--progress needs rich: pip install 'exectrack[simulate]'") from None
+    return Progress(
+        TextColumn("[bold]simulate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "executions · {task.fields[queued]:,} events · {task.fields[rate]:,.0f} events/s"
+        ),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )

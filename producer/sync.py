@@ -25,11 +25,11 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-from producer.errors import PublishError
-from producer.events import Event, ExecutionEvent, TriggerType
-from producer.publisher import Publisher
-from producer.settings import KafkaSettings, ProducerSettings
-from producer.tracking import OnPublishError, Run, Tracking, track
+from exectrack.producer.errors import PublishError
+from exectrack.producer.events import Event, ExecutionEvent, TriggerType
+from exectrack.producer.publisher import Publisher
+from exectrack.producer.settings import KafkaSettings, ProducerSettings
+from exectrack.producer.tracking import OnPublishError, Run, Tracking, track
 
 __all__ = ["AsyncPublisher", "SyncPublisher", "SyncRun", "SyncTracking", "track_sync"]
 
@@ -143,7 +143,7 @@ class _OnLoop:
 
 
 class SyncRun:
-    """The blocking face of ``producer.tracking.Run``."""
+    """The blocking face of ``exectrack.producer.tracking.Run``."""
 
     def __init__(self, run: Run, publisher: SyncPublisher) -> None:
         self.run = run
@@ -195,7 +195,7 @@ def track_sync(
     source: str | None = None,
     on_publish_error: OnPublishError = "log",
 ) -> SyncTracking:
-    """``producer.tracking.track`` for blocking code; same events, same arguments."""
+    """``exectrack.producer.tracking.track`` for blocking code; same events, same arguments."""
     tracking = track(
         _OnLoop(publisher),
         report_id=report_id,

@@ -2,8 +2,8 @@
 
 ::
 
-    from producer.testing import InMemoryPublisher
-    from producer.tracking import track
+    from exectrack.producer.testing import InMemoryPublisher
+    from exectrack.producer.tracking import track
 
     async def test_report_emits_its_lifecycle():
         async with InMemoryPublisher() as pub:
@@ -25,17 +25,17 @@ test cannot pass one in, ``captured_events`` swaps it for an
 ``InMemoryPublisher`` from the outside, as faststream's ``TestKafkaBroker``
 does::
 
-    from producer.testing import captured_events
+    from exectrack.producer.testing import captured_events
 
     async def test_report_emits_its_lifecycle():
         with captured_events() as pub:
             execution_id = await my_service.run_report()  # does `async with Publisher()`
         assert pub.types_for(execution_id) == [PENDING, STARTED, COMPLETED]
 
-or, with ``pytest_plugins = ["producer.pytest_plugin"]`` in the
+or, with ``pytest_plugins = ["exectrack.producer.pytest_plugin"]`` in the
 ``conftest.py``, the fixture ``exectrack_events`` (the same, one per test).
 
-Inside the ``with`` block, every ``producer.publisher.Publisher`` that is
+Inside the ``with`` block, every ``exectrack.producer.publisher.Publisher`` that is
 started (``start()``, ``async with``, or through ``SyncPublisher``, which
 wraps one) opens no connection at all: it is bound to the capture's
 ``InMemoryPublisher`` and its ``publish``/``send``/``publish_raw``/
@@ -73,11 +73,18 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from producer._kafka import Partitioner, flush_error
-from producer.errors import InvalidEvent, InvalidReason, PublishError
-from producer.events import Event, EventType, ExecutionEvent, kafka_headers, parse_event, to_json
-from producer.publisher import Capture, Delivery, Headers, RawRecord, SentBatch
-from producer.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC
+from exectrack.producer._kafka import Partitioner, flush_error
+from exectrack.producer.errors import InvalidEvent, InvalidReason, PublishError
+from exectrack.producer.events import (
+    Event,
+    EventType,
+    ExecutionEvent,
+    kafka_headers,
+    parse_event,
+    to_json,
+)
+from exectrack.producer.publisher import Capture, Delivery, Headers, RawRecord, SentBatch
+from exectrack.producer.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC
 
 __all__ = ["InMemoryPublisher", "StoredMessage", "captured_events"]
 

@@ -56,9 +56,15 @@ from uuid import uuid4
 import orjson
 import structlog
 
-from producer.errors import InvalidEvent, InvalidReason
-from producer.events import EventType, ExecutionData, ExecutionEvent, TriggerType, execution_event
-from producer.settings import DEFAULT_SOURCE
+from exectrack.producer.errors import InvalidEvent, InvalidReason
+from exectrack.producer.events import (
+    EventType,
+    ExecutionData,
+    ExecutionEvent,
+    TriggerType,
+    execution_event,
+)
+from exectrack.producer.settings import DEFAULT_SOURCE
 
 __all__ = [
     "MAX_ERROR_DETAILS_BYTES",

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db import migrate
-from consumer.db.admin import create_database, drop_database
-from consumer.db.admin import url_for as database_url_for
-from consumer.db.engine import create_engine
-from consumer.settings import DatabaseSettings
+from exectrack.consumer.db import migrate
+from exectrack.consumer.db.admin import create_database, drop_database
+from exectrack.consumer.db.admin import url_for as database_url_for
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.settings import DatabaseSettings
 from tests.stack import Services, choose_backend, services
 from tests.support.kafka import wait_for_leaders
 

@@ -23,7 +23,7 @@ from typing import Literal
 
 from sqlalchemy.engine import make_url
 
-from consumer.settings import DEFAULT_DATABASE_URL
+from exectrack.consumer.settings import DEFAULT_DATABASE_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK_SCRIPT = ROOT / "deploy" / "local" / "stack.sh"

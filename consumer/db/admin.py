@@ -11,8 +11,8 @@ import re
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from consumer.db.engine import create_engine
-from consumer.settings import DatabaseSettings
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.settings import DatabaseSettings
 
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 

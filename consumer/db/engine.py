@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from consumer.settings import DatabaseSettings, database_url
+from exectrack.consumer.settings import DatabaseSettings, database_url
 
 SESSION_INIT = "SET time_zone = '+00:00'"
 
@@ -130,7 +130,7 @@ def create_engine(
 ) -> AsyncEngine:
     """An engine for ``settings`` (or for ``url`` with the same TLS and timeouts).
 
-    ``url`` goes through ``consumer.settings.database_url`` as the setting does
+    ``url`` goes through ``exectrack.consumer.settings.database_url`` as the setting does
     (``mysql://`` is completed; another database raises ``DatabaseUrlError``).
     ``idle_timeout_s``: the server drops a connection idle this long (see above).
     """

@@ -22,7 +22,7 @@ tuple, which pymysql applies with ``%``, every ``%`` in a literal is doubled.
 
 Each of them takes any number of rows (keys) and sends as many statements as
 keep each under the connection's ``max_allowed_packet`` and 1,000 rows
-(consumer.db.packet); the byte count comes from the rendered text itself.
+(exectrack.consumer.db.packet); the byte count comes from the rendered text itself.
 
 The statements are portable: multi-row ``INSERT``, ``SELECT ... FOR UPDATE``
 and ``INSERT ... ON DUPLICATE KEY UPDATE col = VALUES(col)``, which MariaDB
@@ -42,8 +42,8 @@ from typing import Any
 from pymysql.constants import SERVER_STATUS
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.db import packet
-from producer.events import ExecutionStatus, TriggerType, dumps_json, loads_json
+from exectrack.consumer.db import packet
+from exectrack.producer.events import ExecutionStatus, TriggerType, dumps_json, loads_json
 
 TABLE = "report_executions"
 TOMBSTONES = "purged_executions"
@@ -164,7 +164,7 @@ async def lock_rows(
     """Lock and read the rows of ``keys`` (``SELECT ... FOR UPDATE``), any number of keys.
 
     As many statements as ``packet.runs`` needs to keep each under ``limit``
-    bytes (default: the connection's, consumer.db.packet).
+    bytes (default: the connection's, exectrack.consumer.db.packet).
     """
     if not keys:
         return []
@@ -211,7 +211,7 @@ async def write_rows(
     """Insert (or, ``overwrite``, upsert) ``rows``, any number of them.
 
     As many multi-row statements as keep each under ``limit`` bytes (default:
-    the connection's ``max_allowed_packet``, consumer.db.packet) and
+    the connection's ``max_allowed_packet``, exectrack.consumer.db.packet) and
     ``packet.MAX_ROWS`` rows.
 
     Raises:

@@ -1,7 +1,7 @@
 """Run the alembic migrations from code (``exectrack-consumer migrate``, the tests).
 
 The scripts live in ``migrations/`` of a source checkout (editable installs) or,
-in a built wheel, inside this package as ``consumer/_migrations``.
+in a built wheel, inside this package as ``exectrack/consumer/_migrations``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,21 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+# resolve(): in a checkout exectrack/consumer is a symlink to the top-level consumer/
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 def script_location() -> Path:
+    """The alembic script directory: the checkout's ``migrations/``, else the wheel's copy.
+
+    Raises:
+        FileNotFoundError: neither exists (a broken install).
+    """
     for candidate in (_PACKAGE_DIR.parent / "migrations", _PACKAGE_DIR / "_migrations"):
         if (candidate / "env.py").is_file():
             return candidate
     raise FileNotFoundError(
-        "alembic scripts not found (neither migrations/ nor consumer/_migrations)"
+        "alembic scripts not found (neither migrations/ nor exectrack/consumer/_migrations)"
     )
 
 

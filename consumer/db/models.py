@@ -36,8 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from consumer.db.types import ID_COLLATION, UtcTimestamp, enum_of
-from producer.events import (
+from exectrack.consumer.db.types import ID_COLLATION, UtcTimestamp, enum_of
+from exectrack.producer.events import (
     CloudProvider,
     ExecutionStatus,
     ReportCategory,

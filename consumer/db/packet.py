@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.errors import RowTooLarge
+from exectrack.consumer.errors import RowTooLarge
 
 MAX_ROWS = 1000  # rows (or keys) per statement
 FILL = 0.75  # pack rows into one statement up to this fraction of the limit

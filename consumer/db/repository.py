@@ -4,7 +4,7 @@ The pattern for every table is *lock, merge, write*:
 
 1. ``SELECT ... FOR UPDATE`` the rows the batch touches (by unique key, in key
    order). Under READ COMMITTED this locks existing rows only, no gaps.
-2. Merge in Python (consumer.fold): stored state + the batch's state.
+2. Merge in Python (exectrack.consumer.ingest.fold): stored state + the batch's state.
 3. Write with explicit multi-row statements: rows that existed (and that we now
    hold locked) with ``INSERT ... ON DUPLICATE KEY UPDATE`` of every column;
    rows that did not exist with a plain ``INSERT``. If another writer (a
@@ -19,7 +19,7 @@ Placeholders (users, reports named by events before they are defined) are
 they need no lock.
 
 Every statement is bounded by rows (``CHUNK``) and by bytes: the connection's
-``max_allowed_packet`` (consumer.db.packet). A row that cannot fit one
+``max_allowed_packet`` (exectrack.consumer.db.packet). A row that cannot fit one
 statement is refused as ``RowTooLarge`` naming its key.
 """
 
@@ -36,19 +36,24 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.anomalies import report_conflicts
-from consumer.db import fastsql, packet
-from consumer.db.models import PurgedExecution, Report, ReportExecution, User
-from consumer.errors import ConcurrentInsert, ConnectionLost, PoisonBatch, StorageError
-from consumer.fold import ExecutionFold, OutOfRange
-from consumer.retention import RetentionPolicy
-from producer.events import ReportCategory, ReportDefinedEvent, ReportType, definition_digest
+from exectrack.consumer.db import fastsql, packet
+from exectrack.consumer.db.models import PurgedExecution, Report, ReportExecution, User
+from exectrack.consumer.errors import ConcurrentInsert, ConnectionLost, PoisonBatch, StorageError
+from exectrack.consumer.ingest.anomalies import report_conflicts
+from exectrack.consumer.ingest.fold import ExecutionFold, OutOfRange
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.producer.events import (
+    ReportCategory,
+    ReportDefinedEvent,
+    ReportType,
+    definition_digest,
+)
 
 USERS: Table = User.__table__  # type: ignore[assignment]
 REPORTS: Table = Report.__table__  # type: ignore[assignment]
 EXECUTIONS: Table = ReportExecution.__table__  # type: ignore[assignment]
 TOMBSTONES: Table = PurgedExecution.__table__  # type: ignore[assignment]
-CHUNK = packet.MAX_ROWS  # rows per statement; bytes are bounded too (consumer.db.packet)
+CHUNK = packet.MAX_ROWS  # rows per statement; bytes are bounded too (exectrack.consumer.db.packet)
 # bytes of a Core statement's own text around its values, at most (the reports
 # upsert, the longest, is ~700)
 CORE_TEXT = 2048
@@ -69,7 +74,7 @@ RETRIABLE_CODES = frozenset({
 })  # fmt: skip
 # The connection dropped mid-statement (CR_SERVER_GONE_ERROR, CR_SERVER_LOST,
 # CR_SERVER_LOST_EXTENDED): an outage, or a statement the server hangs up on;
-# the writer probes the server to tell which (consumer.writer).
+# the writer probes the server to tell which (exectrack.consumer.ingest.writer).
 CONNECTION_LOST_CODES = frozenset({2006, 2013, 2055})
 
 
@@ -89,7 +94,7 @@ class WriteResult:
     reports_defined: int
     placeholders: int
     executions_skipped_purged: int = 0  # had a tombstone: purged, never written again
-    # (execution_id, event id) of each event id seen with two contents (consumer.fold)
+    # (execution_id, event id) of each event id seen with two contents (ingest.fold)
     conflicts: tuple[tuple[str, str], ...] = ()
     # (execution_id, (field, event id, sent, stored)) of each out-of-range data time
     out_of_range: tuple[tuple[str, OutOfRange], ...] = ()
@@ -320,7 +325,7 @@ async def write_batch(
     sweep) runs.
 
     ``max_statement_bytes`` replaces the connection's statement limit (its
-    ``max_allowed_packet``, consumer.db.packet).
+    ``max_allowed_packet``, exectrack.consumer.db.packet).
 
     Raises:
         RowTooLarge: a row that cannot fit one statement; anything the driver raises.

@@ -2,14 +2,14 @@
 
 ``UtcTimestamp`` is the seed's TIMESTAMP with microseconds: MySQL stores TIMESTAMP
 in UTC and converts on the way in and out using the *session* time zone, so every
-connection pins ``time_zone = '+00:00'`` (consumer.db.engine) and Python only ever
+connection pins ``time_zone = '+00:00'`` (exectrack.consumer.db.engine) and Python only ever
 sees aware UTC datetimes. Its range is 1970-01-01 00:00:01 to 2038-01-19
 03:14:07.999999 UTC (docs/schema.md, "The 2038 limit"): the event contract
 refuses an envelope time outside it, and the fold saturates or drops the
-optional data times outside it (consumer.fold.storable).
+optional data times outside it (exectrack.consumer.ingest.fold.storable).
 
 ``enum_of`` stores a ``StrEnum`` by *value* as a native MySQL ENUM, so the
-database and the event contract share one list of values (producer.events).
+database and the event contract share one list of values (exectrack.producer.events).
 """
 
 from __future__ import annotations

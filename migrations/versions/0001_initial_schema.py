@@ -17,8 +17,14 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-from consumer.db.types import ID_COLLATION, enum_of
-from producer.events import CloudProvider, ExecutionStatus, ReportCategory, ReportType, TriggerType
+from exectrack.consumer.db.types import ID_COLLATION, enum_of
+from exectrack.producer.events import (
+    CloudProvider,
+    ExecutionStatus,
+    ReportCategory,
+    ReportType,
+    TriggerType,
+)
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-from consumer.db.types import ID_COLLATION
+from exectrack.consumer.db.types import ID_COLLATION
 
 revision: str = "0002"
 down_revision: str | None = "0001"

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from consumer.db.engine import create_engine
-from consumer.settings import DatabaseSettings
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.settings import DatabaseSettings
 from tests.conftest import Topics
 from tests.faults.secure_database import PASSWORD, SecureDatabase, available, secure_database
 from tests.support.faults import CONSUMER, assert_converged, drained, publish_stream, spawner

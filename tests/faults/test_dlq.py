@@ -3,7 +3,7 @@
 Every scenario puts its records on ONE partition of the source topic, a valid
 event after the one whose dead letter is hard to carry, and checks against the
 outside: the group's committed offsets, the table, the dead-letter topic, and
-the drop counter (consumer.metrics). Topics are made per test; the DLQ topic is
+the drop counter (exectrack.consumer.metrics). Topics are made per test; the DLQ topic is
 made with the config under test (or not at all).
 """
 
@@ -32,10 +32,10 @@ from aiokafka.errors import (
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.dlq_send import DeadLetterQueue
-from consumer.dlq_topic import PROBE_EVERY_S
-from consumer.service import ConsumerService
-from producer.events import EventType, ExecutionEvent, execution_event, to_json
+from exectrack.consumer.dlq.send import DeadLetterQueue
+from exectrack.consumer.dlq.topic import PROBE_EVERY_S
+from exectrack.consumer.service import ConsumerService
+from exectrack.producer.events import EventType, ExecutionEvent, execution_event, to_json
 from tests.conftest import Topics
 from tests.stack import Services
 from tests.support.faults import Spawn, spawner

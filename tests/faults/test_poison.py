@@ -25,8 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.service import ConsumerService
-from producer.events import (
+from exectrack.consumer.service import ConsumerService
+from exectrack.producer.events import (
     CloudProvider,
     EventType,
     ExecutionEvent,
@@ -37,7 +37,7 @@ from producer.events import (
     report_defined_event,
     to_json,
 )
-from producer.simulate import SimMessage
+from exectrack.producer.simulate import SimMessage
 from tests.conftest import Topics
 from tests.stack import Services
 from tests.support.expect import dead_lettered, expected_rows, invalid_offsets

@@ -31,12 +31,18 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.purge import purge
-from consumer.reap import REAPER_SOURCE, reap
-from consumer.retention import RetentionPolicy
-from producer.events import EventType, ExecutionEvent, execution_event, parse_event, to_json
-from producer.settings import KafkaSettings
-from producer.simulate import SimMessage
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retention.purge import purge
+from exectrack.consumer.retention.reap import REAPER_SOURCE, reap
+from exectrack.producer.events import (
+    EventType,
+    ExecutionEvent,
+    execution_event,
+    parse_event,
+    to_json,
+)
+from exectrack.producer.settings import KafkaSettings
+from exectrack.producer.simulate import SimMessage
 from tests.conftest import Topics
 from tests.faults.conftest import pick
 from tests.support.expect import expected_rows

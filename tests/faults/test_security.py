@@ -29,8 +29,8 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.kafka import reader
-from producer.settings import KafkaSettings
+from exectrack.consumer.kafka import reader
+from exectrack.producer.settings import KafkaSettings
 from tests.conftest import Topics
 from tests.faults.secure_broker import PASSWORD, USER, SecureBroker, available, secure_broker
 from tests.support.expect import dead_lettered, expected_rows, invalid_offsets

@@ -25,8 +25,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from producer.events import EventType, execution_event, to_json
-from producer.simulate import SimMessage
+from exectrack.producer.events import EventType, execution_event, to_json
+from exectrack.producer.simulate import SimMessage
 from tests.conftest import Topics
 from tests.support.faults import Spawn, drained, publish_stream
 

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.retention import RetentionPolicy
-from consumer.service import ConsumerService
-from producer.events import (
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.service import ConsumerService
+from exectrack.producer.events import (
     CloudProvider,
     EventType,
     ExecutionEvent,
@@ -20,7 +20,7 @@ from producer.events import (
     report_defined_event,
     to_json,
 )
-from producer.events import execution_event as make
+from exectrack.producer.events import execution_event as make
 from tests.conftest import Topics
 from tests.support.kafka import committed_lag, publish, read_all
 from tests.support.oracle import expected_row

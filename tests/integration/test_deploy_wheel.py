@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from consumer.db.engine import create_engine
-from consumer.settings import DatabaseSettings
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.settings import DatabaseSettings
 from tests.support.deploy import DEPLOY, ROOT
 
 
@@ -51,7 +51,7 @@ async def test_wheel_installs_and_migrates(tmp_path: Path, scratch_database: str
     python = venv / "bin" / "python"
     located = await asyncio.to_thread(
         run, python, "-c",
-        "from consumer.db.migrate import script_location; print(script_location())",
+        "from exectrack.consumer.db.migrate import script_location; print(script_location())",
         cwd=tmp_path,
     )  # fmt: skip
     scripts = Path(located.strip())

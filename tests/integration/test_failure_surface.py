@@ -25,7 +25,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.engine import make_url
 
-from producer.events import EventType, execution_event, kafka_headers, to_json
+from exectrack.producer.events import EventType, execution_event, kafka_headers, to_json
 from tests.conftest import Topics, create_database, drop_database
 from tests.stack import Services
 from tests.support.faults import CONSUMER, consumer_env

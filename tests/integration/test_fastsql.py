@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db import fastsql, packet
-from consumer.db.repository import EXECUTION_COLUMNS, REPORTS, USERS, _ensure_rows
-from producer.events import ExecutionStatus, TriggerType
+from exectrack.consumer.db import fastsql, packet
+from exectrack.consumer.db.repository import EXECUTION_COLUMNS, REPORTS, USERS, _ensure_rows
+from exectrack.producer.events import ExecutionStatus, TriggerType
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.replay import ReplayOptions, replay
-from consumer.service import ConsumerService
-from consumer.settings import DatabaseSettings
-from consumer.verify import verify
-from producer.events import (
+from exectrack.consumer.replay.rebuild import ReplayOptions, replay
+from exectrack.consumer.replay.verify import verify
+from exectrack.consumer.service import ConsumerService
+from exectrack.consumer.settings import DatabaseSettings
+from exectrack.producer.events import (
     MAX_TIME,
     CloudProvider,
     EventType,

@@ -10,14 +10,14 @@ database verifies against the live table.
 What runs for real
     Records (``tests/support/stateful.Record``: topic, partition, offset,
     timestamp, key, value, headers, as aiokafka hands them over) go through
-    ``consumer.batch.decode_yielding`` (parse, dead-letter) and
-    ``consumer.writer.BatchWriter.write`` on the real MariaDB: the consumer's
+    ``exectrack.consumer.ingest.decode.decode_yielding`` (parse, dead-letter) and
+    ``exectrack.consumer.ingest.writer.BatchWriter.write`` on the real MariaDB: the consumer's
     own batch path without the broker, so a Hypothesis step costs milliseconds.
-    The purge is ``consumer.purge.purge`` with a clock. At the end of every
+    The purge is ``exectrack.consumer.retention.purge.purge`` with a clock. At the end of every
     example the whole delivered stream is published to a fresh real topic
-    (12 partitions), ``consumer.replay.replay`` rebuilds it into a fresh
+    (12 partitions), ``exectrack.consumer.replay.rebuild.replay`` rebuilds it into a fresh
     database (dead letters re-sent to a fresh dead-letter topic) and
-    ``consumer.verify.verify`` compares it with the live table.
+    ``exectrack.consumer.replay.verify.verify`` compares it with the live table.
 
 The state machine (``WritePath``)
     - ``emit``: new events join the pending pool: valid events of 4 executions
@@ -99,15 +99,15 @@ from hypothesis.stateful import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.batch import decode_yielding
-from consumer.db.engine import create_engine
-from consumer.purge import PurgeOptions, purge
-from consumer.replay import ReplayOptions, replay
-from consumer.service import ConsumerService
-from consumer.settings import DatabaseSettings
-from consumer.verify import verify
-from consumer.writer import BatchWriter
-from producer.events import EventType, execution_event, kafka_headers, to_json
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.ingest.decode import decode_yielding
+from exectrack.consumer.ingest.writer import BatchWriter
+from exectrack.consumer.replay.rebuild import ReplayOptions, replay
+from exectrack.consumer.replay.verify import verify
+from exectrack.consumer.retention.purge import PurgeOptions, purge
+from exectrack.consumer.service import ConsumerService
+from exectrack.consumer.settings import DatabaseSettings
+from exectrack.producer.events import EventType, execution_event, kafka_headers, to_json
 from tests.conftest import TABLES, Topics, create_database, database_url_for, drop_database
 from tests.stack import Services
 from tests.support.expect import dead_lettered

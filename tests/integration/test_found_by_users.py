@@ -1,7 +1,7 @@
 """Inputs from public bug reports of similar systems that break exectrack's promises.
 
 Each test publishes what a real producer sends (raw JSON bytes, as a foreign
-client would, not through ``producer.events``), consumes it with the real
+client would, not through ``exectrack.producer.events``), consumes it with the real
 consumer on the real broker and database, and asserts what CONTRACT.md says
 the table and the dead-letter topic must hold. Each cites the public report
 that inspired it.
@@ -25,9 +25,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from consumer.retention import RetentionPolicy
-from consumer.service import ConsumerService
-from producer.events import MAX_JSON_DEPTH, ExecutionEvent, parse_event
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.service import ConsumerService
+from exectrack.producer.events import MAX_JSON_DEPTH, ExecutionEvent, parse_event
 from tests.conftest import Topics
 from tests.support.kafka import committed_lag, publish, read_all, wait_for_leaders
 from tests.support.oracle import expected_row

@@ -10,11 +10,11 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.cli import main as consumer_cli
-from consumer.health import serve_health
-from consumer.service import ConsumerService
-from consumer.settings import DatabaseSettings
-from producer.events import EventType, execution_event, kafka_headers, to_json
+from exectrack.consumer.cli import main as consumer_cli
+from exectrack.consumer.health import serve_health
+from exectrack.consumer.service import ConsumerService
+from exectrack.consumer.settings import DatabaseSettings
+from exectrack.producer.events import EventType, execution_event, kafka_headers, to_json
 from tests.conftest import Topics
 from tests.support.kafka import publish
 from tests.support.service import consumer_settings

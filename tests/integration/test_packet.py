@@ -27,13 +27,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer.db import fastsql
-from consumer.fold import fold_events
-from consumer.retention import RetentionPolicy
-from consumer.service import ConsumerService
-from consumer.writer import BatchWriter, Stopped
-from producer._fields import MAX_JSON_FIELD_BYTES
-from producer.events import (
+from exectrack.consumer.db import fastsql
+from exectrack.consumer.ingest.fold import fold_events
+from exectrack.consumer.ingest.writer import BatchWriter, Stopped
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.service import ConsumerService
+from exectrack.producer._fields import MAX_JSON_FIELD_BYTES
+from exectrack.producer.events import (
     CloudProvider,
     EventType,
     ExecutionEvent,

@@ -14,9 +14,9 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
-from consumer.kafka import reader
-from producer.errors import PublishError
-from producer.events import (
+from exectrack.consumer.kafka import reader
+from exectrack.producer.errors import PublishError
+from exectrack.producer.events import (
     CONTENT_TYPE,
     EventType,
     ExecutionEvent,
@@ -24,11 +24,11 @@ from producer.events import (
     parse_event,
     to_json,
 )
-from producer.publisher import Delivery, Publisher, ensure_topics
-from producer.settings import CompressionType, KafkaSettings, PublisherSettings
-from producer.simulate import SimConfig, generate
-from producer.sync import SyncPublisher, track_sync
-from producer.tracking import track
+from exectrack.producer.publisher import Delivery, Publisher, ensure_topics
+from exectrack.producer.settings import CompressionType, KafkaSettings, PublisherSettings
+from exectrack.producer.simulate import SimConfig, generate
+from exectrack.producer.sync import SyncPublisher, track_sync
+from exectrack.producer.tracking import track
 from tests.conftest import Topics
 
 T = EventType

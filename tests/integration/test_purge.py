@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db.repository import EXECUTIONS, REPORTS
-from consumer.purge import NamedLock, PurgeOptions, lock_name, purge
-from consumer.retention import RetentionPolicy
-from consumer.service import ConsumerService
+from exectrack.consumer.db.repository import EXECUTIONS, REPORTS
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retention.purge import NamedLock, PurgeOptions, lock_name, purge
+from exectrack.consumer.service import ConsumerService
 from tests.conftest import Topics
 from tests.support.expect import expected_rows
 from tests.support.faults import publish_stream, stream

@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.reap import REAPER_SOURCE, reap
-from consumer.service import ConsumerService
-from producer.events import EventType, ExecutionEvent, kafka_headers, parse_event, to_json
-from producer.events import execution_event as make
-from producer.settings import KafkaSettings
+from exectrack.consumer.retention.reap import REAPER_SOURCE, reap
+from exectrack.consumer.service import ConsumerService
+from exectrack.producer.events import EventType, ExecutionEvent, kafka_headers, parse_event, to_json
+from exectrack.producer.events import execution_event as make
+from exectrack.producer.settings import KafkaSettings
 from tests.conftest import Topics
 from tests.support.kafka import publish, read_all
 from tests.support.service import consumer_settings, run_until, table

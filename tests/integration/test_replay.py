@@ -22,15 +22,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db.engine import create_engine
-from consumer.db.repository import EXECUTIONS, REPORTS
-from consumer.replay import Replay, ReplayError, ReplayOptions, replay
-from consumer.retention import RetentionPolicy
-from consumer.service import ConsumerService
-from consumer.settings import DatabaseSettings
-from consumer.verify import verify
-from producer.events import ExecutionEvent, ExecutionStatus
-from producer.simulate import SimConfig, SimMessage, generate
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.repository import EXECUTIONS, REPORTS
+from exectrack.consumer.replay.rebuild import Replay, ReplayError, ReplayOptions, replay
+from exectrack.consumer.replay.verify import verify
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.service import ConsumerService
+from exectrack.consumer.settings import DatabaseSettings
+from exectrack.producer.events import ExecutionEvent, ExecutionStatus
+from exectrack.producer.simulate import SimConfig, SimMessage, generate
 from tests.conftest import MakeDatabase, Topics
 from tests.support.expect import expected_rows
 from tests.support.kafka import publish, read_all

@@ -16,13 +16,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.purge import PurgeOptions, purge
-from consumer.reapply import reapply
-from consumer.retention import RetentionPolicy
-from consumer.retention_jobs import start_retention_jobs
-from consumer.service import ConsumerService
-from consumer.settings import Settings
-from producer.events import (
+from exectrack.consumer.retention.jobs import start_retention_jobs
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retention.purge import PurgeOptions, purge
+from exectrack.consumer.retention.reapply import reapply
+from exectrack.consumer.service import ConsumerService
+from exectrack.consumer.settings import Settings
+from exectrack.producer.events import (
     CloudProvider,
     EventType,
     ReportCategory,
@@ -31,7 +31,7 @@ from producer.events import (
     report_defined_event,
     to_json,
 )
-from producer.events import execution_event as make
+from exectrack.producer.events import execution_event as make
 from tests.conftest import Topics
 from tests.support.kafka import publish
 from tests.support.service import consumer_settings, run_until, table

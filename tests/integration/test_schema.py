@@ -15,11 +15,11 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db import migrate
-from consumer.db.engine import create_engine, sessionmaker
-from consumer.db.models import Report, ReportExecution, User
-from consumer.settings import DatabaseSettings
-from producer.events import CloudProvider, ReportCategory, ReportType
+from exectrack.consumer.db import migrate
+from exectrack.consumer.db.engine import create_engine, sessionmaker
+from exectrack.consumer.db.models import Report, ReportExecution, User
+from exectrack.consumer.settings import DatabaseSettings
+from exectrack.producer.events import CloudProvider, ReportCategory, ReportType
 
 STATUS = ("pending", "running", "completed", "failed", "cancelled", "timeout")
 TRIGGER = ("manual", "scheduled", "api", "webhook")

@@ -10,11 +10,11 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from producer.cli import main
-from producer.events import parse_event
-from producer.publisher import Publisher
-from producer.settings import PublisherSettings
-from producer.simulate import SimConfig, generate, run_simulation
+from exectrack.producer.cli import main
+from exectrack.producer.events import parse_event
+from exectrack.producer.publisher import Publisher
+from exectrack.producer.settings import PublisherSettings
+from exectrack.producer.simulate import SimConfig, generate, run_simulation
 from tests.conftest import Topics
 from tests.integration.test_publisher import messages_on, settings_for
 from tests.stack import STACK_SCRIPT

@@ -1,7 +1,7 @@
 """A simulated stream (duplicates, reordering, 1% invalid) through the real consumer.
 
 Each test ends with the table equal to the oracle fold of the valid events
-(tests/support/oracle.py, independent of consumer.fold), the dead-letter topic
+(tests/support/oracle.py, independent of exectrack.consumer.ingest.fold), the dead-letter topic
 holding exactly the invalid messages, and the group's offsets at the end.
 Some tests run the consumer as a separate OS process and hurt it: kill -9,
 SIGTERM, the database stopped for 30 s.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.service import ConsumerService
+from exectrack.consumer.service import ConsumerService
 from tests.conftest import Topics
 from tests.stack import STACK_SCRIPT, Services
 from tests.support.faults import (

@@ -3,7 +3,7 @@
 A transactional producer (aiokafka ``transactional_id``, as a Java or librdkafka
 service with exactly-once on) writes its records to the log before it decides;
 an aborted transaction's records stay in the log. Every reader of exectrack reads
-``read_committed`` (consumer.kafka.reader), so: a committed transaction is
+``read_committed`` (exectrack.consumer.kafka.reader), so: a committed transaction is
 applied; an aborted one never happened (no row, no field, no dead letter); an
 open one holds its partition at the last stable offset until it is decided, and
 ``exectrack_transaction_held_records`` shows it.
@@ -28,10 +28,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.replay import ReplayOptions, replay
-from consumer.retention import RetentionPolicy
-from consumer.service import ConsumerService
-from producer.events import (
+from exectrack.consumer.replay.rebuild import ReplayOptions, replay
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.service import ConsumerService
+from exectrack.producer.events import (
     CloudProvider,
     EventType,
     ExecutionEvent,
@@ -41,7 +41,7 @@ from producer.events import (
     report_defined_event,
     to_json,
 )
-from producer.events import execution_event as make
+from exectrack.producer.events import execution_event as make
 from tests.conftest import Topics, create_database, database_url_for, drop_database
 from tests.stack import Services
 from tests.support.kafka import committed_lag, read_all

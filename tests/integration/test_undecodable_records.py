@@ -4,7 +4,7 @@ One producer batch on partition 0: two valid events, a record whose header
 name is not UTF-8 (``x-trace-\\xff\\xfe``, bytes the broker and the Java
 client accept; ag2ai/faststream#2458, napalm-automation/napalm-logs PR #390),
 two more valid events. aiokafka's parser raises on the third record inside
-``getmany``; consumer.kafka reads the rest of the partition's fetched data
+``getmany``; exectrack.consumer.kafka reads the rest of the partition's fetched data
 again leniently (docs/reliability/found-by-users.md, "Records the client
 cannot decode"). Both readers of the topic, the consume loop and replay, must
 apply the four valid events, dead-letter the bad one as ``undecodable_record``
@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.replay import Replay, ReplayOptions
-from consumer.service import ConsumerService
+from exectrack.consumer.replay.rebuild import Replay, ReplayOptions
+from exectrack.consumer.service import ConsumerService
 from tests.conftest import MakeDatabase, Topics
 from tests.support.kafka import committed_lag, read_all
 from tests.support.service import consumer_settings, rows_of, run_until, table

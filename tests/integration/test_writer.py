@@ -11,13 +11,19 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db.engine import create_engine
-from consumer.fold import fold_events
-from consumer.retention import RetentionPolicy
-from consumer.service import ConsumerService
-from consumer.settings import DatabaseSettings
-from consumer.writer import BatchWriter
-from producer.events import EventType, ExecutionEvent, execution_event, kafka_headers, to_json
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.ingest.fold import fold_events
+from exectrack.consumer.ingest.writer import BatchWriter
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.service import ConsumerService
+from exectrack.consumer.settings import DatabaseSettings
+from exectrack.producer.events import (
+    EventType,
+    ExecutionEvent,
+    execution_event,
+    kafka_headers,
+    to_json,
+)
 from tests.conftest import Topics
 from tests.support.kafka import publish, read_all
 from tests.support.oracle import expected_row

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from consumer.retention import RetentionPolicy
-from producer.events import ExecutionEvent
-from producer.simulate import SimMessage
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.producer.events import ExecutionEvent
+from exectrack.producer.simulate import SimMessage
 from tests.support.kafka import Sent
 from tests.support.oracle import expected_row
 

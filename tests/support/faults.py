@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from producer.events import ExecutionEvent
-from producer.simulate import SimConfig, SimMessage, generate
+from exectrack.producer.events import ExecutionEvent
+from exectrack.producer.simulate import SimConfig, SimMessage, generate
 from tests.conftest import Topics
 from tests.stack import STACK_SCRIPT
 from tests.support.expect import dead_lettered, expected_rows, invalid_offsets

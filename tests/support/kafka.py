@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from consumer.kafka import reader
+from exectrack.consumer.kafka import reader
 
 
 @dataclass(frozen=True)

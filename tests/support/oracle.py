@@ -1,7 +1,7 @@
 """An independent fold, written from CONTRACT.md's words, for tests to compare against.
 
 Deliberately naive: it keeps every event and recomputes from scratch, with no
-shared code with consumer.fold beyond the event model.
+shared code with exectrack.consumer.ingest.fold beyond the event model.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from producer.events import (
+from exectrack.producer.events import (
     MAX_BIGINT,
     MAX_INT_ID,
     MAX_JSON_DEPTH,

@@ -9,11 +9,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db.engine import create_engine
-from consumer.db.repository import EXECUTIONS
-from consumer.service import ConsumerService, Totals
-from consumer.settings import DatabaseSettings, Settings
-from producer.settings import KafkaSettings
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.repository import EXECUTIONS
+from exectrack.consumer.service import ConsumerService, Totals
+from exectrack.consumer.settings import DatabaseSettings, Settings
+from exectrack.producer.settings import KafkaSettings
 
 
 def consumer_settings(topics: Any, database_url: str, **overrides: Any) -> Settings:

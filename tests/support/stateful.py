@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from consumer.retention import RetentionPolicy
-from producer.events import (
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.producer.events import (
     EventType,
     ExecutionEvent,
     ExecutionStatus,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from producer.publisher import Publisher  # bound at import time, before any test runs
-from producer.sync import SyncPublisher, track_sync
-from producer.tracking import track
+from exectrack.producer.publisher import Publisher  # bound at import time, before any test runs
+from exectrack.producer.sync import SyncPublisher, track_sync
+from exectrack.producer.tracking import track
 
 SOURCE = "/services/fake"
 

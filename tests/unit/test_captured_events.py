@@ -7,14 +7,14 @@ import socket
 
 import pytest
 
-from producer.errors import StartFailed
-from producer.events import EventType
-from producer.publisher import Capture, Publisher
-from producer.settings import KafkaSettings
-from producer.testing import InMemoryPublisher, captured_events
+from exectrack.producer.errors import StartFailed
+from exectrack.producer.events import EventType
+from exectrack.producer.publisher import Capture, Publisher
+from exectrack.producer.settings import KafkaSettings
+from exectrack.producer.testing import InMemoryPublisher, captured_events
 from tests.unit import fake_service
 
-pytest_plugins = ["producer.pytest_plugin"]
+pytest_plugins = ["exectrack.producer.pytest_plugin"]
 
 T = EventType
 LIFECYCLE = [T.PENDING, T.STARTED, T.PROGRESS, T.COMPLETED]

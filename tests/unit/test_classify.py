@@ -6,8 +6,8 @@ import pymysql
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
-from consumer.db.repository import classify
-from consumer.errors import ConcurrentInsert, ConnectionLost, PoisonBatch, StorageError
+from exectrack.consumer.db.repository import classify
+from exectrack.consumer.errors import ConcurrentInsert, ConnectionLost, PoisonBatch, StorageError
 
 
 def wrapped(kind: type[DBAPIError], code: int, message: str) -> Exception:
@@ -26,7 +26,7 @@ def wrapped(kind: type[DBAPIError], code: int, message: str) -> Exception:
         (wrapped(OperationalError, 1213, "Deadlock found"), StorageError),
         (wrapped(OperationalError, 1205, "Lock wait timeout exceeded"), StorageError),
         (wrapped(OperationalError, 2003, "Can't connect to MySQL server"), StorageError),
-        # lost mid-statement: retried, and the writer probes the server (consumer.writer)
+        # lost mid-statement: retried, and the writer probes the server (ingest.writer)
         (wrapped(OperationalError, 2013, "Lost connection to MySQL server"), ConnectionLost),
         (wrapped(OperationalError, 2006, "MySQL server has gone away"), ConnectionLost),
         (wrapped(OperationalError, 2055, "Lost connection to server at 'reading'"), ConnectionLost),

@@ -14,11 +14,11 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from consumer.db.engine import DatabaseTlsError, create_engine, tls_context
-from consumer.failures import database_failure, database_reason
-from consumer.settings import DatabaseSettings, Settings
-from producer.diagnose import kafka_reason
-from producer.errors import PublishError
+from exectrack.consumer.db.engine import DatabaseTlsError, create_engine, tls_context
+from exectrack.consumer.failures import database_failure, database_reason
+from exectrack.consumer.settings import DatabaseSettings, Settings
+from exectrack.producer.diagnose import kafka_reason
+from exectrack.producer.errors import PublishError
 
 URL = SecretStr("mysql+aiomysql://u:hunter2@db.example:3306/x")
 
@@ -88,7 +88,7 @@ def test_the_context_reaches_aiomysql(
         seen.update(kwargs["connect_args"])
         return real(url, **kwargs)
 
-    monkeypatch.setattr("consumer.db.engine.create_async_engine", spy)
+    monkeypatch.setattr("exectrack.consumer.db.engine.create_async_engine", spy)
     create_engine(DatabaseSettings(url=URL, ssl_mode="verify_ca", ssl_ca=pem["cert"]))
     assert isinstance(seen["ssl"], ssl.SSLContext)
     assert seen["ssl"].verify_mode == ssl.CERT_REQUIRED

@@ -14,8 +14,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from consumer.cli import main as consumer_main
-from producer.cli import main as producer_main
+from exectrack.consumer.cli import main as consumer_main
+from exectrack.producer.cli import main as producer_main
 from tests.support.deploy import (
     DEPLOY,
     base_resources,

@@ -17,7 +17,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from consumer.settings import Settings
+from exectrack.consumer.settings import Settings
 from tests.support.deploy import (
     KUBE_BASE,
     KUBE_OVERLAY,

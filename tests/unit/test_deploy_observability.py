@@ -1,8 +1,8 @@
 """The Grafana dashboard and the Prometheus alerts reference only metrics that
-consumer.metrics exports, with the right suffixes for their types.
+exectrack.consumer.metrics exports, with the right suffixes for their types.
 
 Names exported are taken from prometheus_client's registry after importing
-consumer.metrics: a counter ``x`` is queried as ``x_total``, a histogram ``h`` as
+exectrack.consumer.metrics: a counter ``x`` is queried as ``x_total``, a histogram ``h`` as
 ``h_bucket``/``h_sum``/``h_count``, a gauge by its name. When ``promtool`` is on
 PATH (Debian's prometheus package), the rules and every dashboard query are also
 parsed by it.
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-import consumer.metrics  # registers the metrics
+import exectrack.consumer.metrics  # registers the metrics
 from tests.support.deploy import DEPLOY, load_yaml
 
 DASHBOARD = DEPLOY / "grafana" / "exectrack.json"
@@ -57,7 +57,7 @@ def alert_queries() -> list[str]:
 
 
 def test_metrics_module_exports_what_docs_promise() -> None:
-    assert consumer.metrics.LAST_BATCH is not None
+    assert exectrack.consumer.metrics.LAST_BATCH is not None
     assert "exectrack_last_batch_timestamp_seconds" in exported()
     assert "exectrack_batch_duration_seconds_bucket" in exported()
 

@@ -1,5 +1,5 @@
-"""Dead letters shrunk to what the dead-letter topic accepts (consumer.dlq.fit), and the
-send decision per aiokafka error (consumer.dlq_send.classify). The broker side of both
+"""Dead letters shrunk to what the dead-letter topic accepts (consumer.dlq.letter.fit), and the
+send decision per aiokafka error (exectrack.consumer.dlq.send.classify). The broker side of both
 is tests/faults/test_dlq.py."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from aiokafka.errors import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.dlq import TRUNCATED, DeadLetter, record_bytes, water_fill
-from consumer.dlq_send import classify
+from exectrack.consumer.dlq.letter import TRUNCATED, DeadLetter, record_bytes, water_fill
+from exectrack.consumer.dlq.send import classify
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 MIB = 1024 * 1024

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer.errors import ExectrackError, InvalidEvent, InvalidReason, PublishError
-from producer.events import (
+from exectrack.producer.errors import ExectrackError, InvalidEvent, InvalidReason, PublishError
+from exectrack.producer.events import (
     CONTENT_TYPE,
     EXECUTION_TYPES,
     MAX_BIGINT,
@@ -50,7 +50,7 @@ from producer.events import (
     to_binary,
     to_json,
 )
-from producer.schema import json_schema, main, render_schema
+from exectrack.producer.schema import json_schema, main, render_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "schema" / "events.schema.json"
 DROP: Final = object()

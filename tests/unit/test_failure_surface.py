@@ -21,14 +21,14 @@ from aiokafka.errors import IllegalSaslStateError, KafkaConnectionError
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from consumer import logs
-from consumer.cli import main as consumer_cli
-from consumer.cli import settings_problems
-from consumer.failures import database_reason
-from consumer.settings import DatabaseSettings, DatabaseUrlError, Settings, database_url
-from producer.cli import main as producer_cli
-from producer.diagnose import explain_kafka, kafka_reason
-from producer.settings import KafkaSettings
+from exectrack.consumer import logs
+from exectrack.consumer.cli import main as consumer_cli
+from exectrack.consumer.cli import settings_problems
+from exectrack.consumer.failures import database_reason
+from exectrack.consumer.settings import DatabaseSettings, DatabaseUrlError, Settings, database_url
+from exectrack.producer.cli import main as producer_cli
+from exectrack.producer.diagnose import explain_kafka, kafka_reason
+from exectrack.producer.settings import KafkaSettings
 
 BIN = Path(sys.executable).parent
 
@@ -162,7 +162,7 @@ def test_library_lines_and_tracebacks_are_json(
             "Exception closing connection %r", "<conn>", exc_info=True
         )
     logging.getLogger("aiokafka.conn").info("per-connection chatter")  # below WARNING: dropped
-    structlog.get_logger("consumer.service").info("batch", records=3)
+    structlog.get_logger("exectrack.consumer.service").info("batch", records=3)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn("deprecated thing", DeprecationWarning, stacklevel=1)
@@ -183,7 +183,7 @@ def test_a_repeating_library_line_is_cut_to_one_a_window(
     json_logs: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = [1000.0]
-    monkeypatch.setattr("consumer.logs.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("exectrack.consumer.logs.time.monotonic", lambda: clock[0])
     cluster = logging.getLogger("aiokafka.cluster")
     for _ in range(300):  # aiokafka at every metadata refresh
         cluster.error("Topic %s not found in cluster metadata", "t")
@@ -191,7 +191,7 @@ def test_a_repeating_library_line_is_cut_to_one_a_window(
     clock[0] += logs.REPEAT_WINDOW_S
     cluster.error("Topic %s not found in cluster metadata", "t")
     for _ in range(5):  # ours are never cut
-        structlog.get_logger("consumer.service").warning("same")
+        structlog.get_logger("exectrack.consumer.service").warning("same")
     found = lines(capsys.readouterr().err)
     topic = [e for e in found if e.get("logger") == "aiokafka.cluster"]
     assert len(topic) == 2  # 300 lines in 30 s: the first; then one a window later
@@ -202,7 +202,7 @@ def test_a_repeating_library_line_is_cut_to_one_a_window(
 
 def test_sql_echo_goes_through_the_log(json_logs: None, capsys: pytest.CaptureFixture[str]) -> None:
     """SQLAlchemy's own ``echo=True`` would add a plain-text handler; the setting logs instead."""
-    from consumer.db.engine import create_engine
+    from exectrack.consumer.db.engine import create_engine
 
     engine = create_engine(DatabaseSettings(echo=True))
     try:

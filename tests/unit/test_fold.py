@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from consumer.anomalies import report_conflicts
-from consumer.fold import ExecutionFold, decode_keys, encode_keys, fold_events
-from producer.events import MAX_TIME, MIN_TIME, EventType, ExecutionEvent, execution_event
+from exectrack.consumer.ingest.anomalies import report_conflicts
+from exectrack.consumer.ingest.fold import ExecutionFold, decode_keys, encode_keys, fold_events
+from exectrack.producer.events import MAX_TIME, MIN_TIME, EventType, ExecutionEvent, execution_event
 from tests.support.oracle import expected_row
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

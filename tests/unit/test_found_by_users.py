@@ -16,12 +16,12 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
-from consumer.batch import Decoder
-from consumer.service import ConsumerService
-from consumer.settings import Settings
-from producer.errors import InvalidEvent, InvalidReason
-from producer.events import parse_event
-from producer.settings import KafkaSettings, ProducerSettings
+from exectrack.consumer.ingest.decode import Decoder
+from exectrack.consumer.service import ConsumerService
+from exectrack.consumer.settings import Settings
+from exectrack.producer.errors import InvalidEvent, InvalidReason
+from exectrack.producer.events import parse_event
+from exectrack.producer.settings import KafkaSettings, ProducerSettings
 
 DATA = {"execution_id": "exec-1", "report_id": "r-1", "sequence": 1}
 BINARY_ATTRIBUTES = [

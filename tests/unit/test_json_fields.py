@@ -18,11 +18,11 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from consumer.anomalies import report_out_of_range
-from consumer.batch import storable_definition
-from consumer.db import fastsql
-from consumer.fold import fold_events, storable
-from producer.events import (
+from exectrack.consumer.db import fastsql
+from exectrack.consumer.ingest.anomalies import report_out_of_range
+from exectrack.consumer.ingest.decode import storable_definition
+from exectrack.consumer.ingest.fold import fold_events, storable
+from exectrack.producer.events import (
     MAX_JSON_DEPTH,
     CloudProvider,
     EventType,

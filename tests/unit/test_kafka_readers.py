@@ -1,6 +1,6 @@
 """Every reader of a topic reads committed records only (CONTRACT.md, Transport).
 
-``consumer.kafka.reader`` is the one place an ``AIOKafkaConsumer`` is built; this
+``exectrack.consumer.kafka.reader`` is the one place an ``AIOKafkaConsumer`` is built; this
 module scans every Python file of the code base (the packages, bench/, tests/,
 deploy/, migrations/) and fails on any other construction, so a new reader
 cannot forget ``isolation_level="read_committed"``.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.kafka import ISOLATION_LEVEL, reader
+from exectrack.consumer.kafka import ISOLATION_LEVEL, reader
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = Path("consumer/kafka.py")
@@ -79,7 +79,7 @@ def test_the_scan_sees_the_known_readers() -> None:
     scanned = dict(sources())
     known = [
         "consumer/service.py",  # consume
-        "consumer/replay.py",  # replay
+        "consumer/replay/rebuild.py",  # replay
         "tests/support/kafka.py",  # read_all, committed_lag
         "bench/consumer.py",  # the drain ceiling, the naive loop, the group lag
     ]

@@ -58,8 +58,13 @@ def read_lock(path: Path) -> dict[NormalizedName, Pin]:
 
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-RUNTIME = [Requirement(r) for r in PROJECT["dependencies"]]
-DEV = [Requirement(r) for r in PROJECT["optional-dependencies"]["dev"]]
+EXTRAS = PROJECT["optional-dependencies"]
+PRODUCER = [Requirement(r) for r in PROJECT["dependencies"]]  # `pip install exectrack`
+CONSUMER = [Requirement(r) for r in EXTRAS["consumer"]]  # `exectrack[consumer]`, the image
+SIMULATE = [Requirement(r) for r in EXTRAS["simulate"]]
+# dev names exectrack's own extras (exectrack[consumer,simulate]): those are listed above
+DEV = [r for r in map(Requirement, EXTRAS["dev"]) if r.name != "exectrack"]
+ALL = PRODUCER + CONSUMER + SIMULATE + DEV
 
 
 def test_every_pin_has_hashes_and_no_index_address() -> None:
@@ -72,7 +77,7 @@ def test_every_pin_has_hashes_and_no_index_address() -> None:
 
 def test_the_lock_satisfies_every_requirement_of_pyproject() -> None:
     lock = read_lock(ENV_LOCK)
-    for req in RUNTIME + DEV:
+    for req in ALL:
         name = canonicalize_name(req.name)
         assert name in lock, f"{req} is not in requirements.lock: run `make lock`"
         assert req.specifier.contains(lock[name].version, prereleases=True), (
@@ -91,6 +96,8 @@ def _closure(roots: list[Requirement]) -> set[NormalizedName]:
         if req.marker and not any(req.marker.evaluate({"extra": e}) for e in parent_extras | {""}):
             continue
         name = canonicalize_name(req.name)
+        if name == "exectrack":  # its extras' requirements are among the roots
+            continue
         key_new = name not in found
         found.add(name)
         if key_new or req.extras:
@@ -119,8 +126,13 @@ def test_this_environment_is_the_lock() -> None:
 
 def test_the_lock_holds_exactly_what_pyproject_needs() -> None:
     lock = {n for n, p in read_lock(ENV_LOCK).items() if p.applies()}
-    needed = _closure(RUNTIME + DEV)
+    needed = _closure(ALL)
     assert lock == needed, f"extra: {lock - needed}, missing: {needed - lock}: run `make lock`"
+
+
+def test_dev_installs_the_consumer_and_simulate_extras() -> None:
+    (own,) = [Requirement(r) for r in EXTRAS["dev"] if Requirement(r).name == "exectrack"]
+    assert own.extras == {"consumer", "simulate"}
 
 
 def test_the_image_lock_is_the_runtime_subset_of_the_lock() -> None:
@@ -129,7 +141,7 @@ def test_the_image_lock_is_the_runtime_subset_of_the_lock() -> None:
         assert name in env, f"deploy/requirements.lock pins {name}, requirements.lock does not"
         assert (pin.version, pin.hashes) == (env[name].version, env[name].hashes), name
     on_this_platform = {n for n, p in image.items() if p.applies()}
-    assert on_this_platform == _closure(RUNTIME)
+    assert on_this_platform == _closure(PRODUCER + CONSUMER)
     assert {"aiokafka", "sqlalchemy", "greenlet", "cramjam"} <= on_this_platform
     assert not {"pytest", "ruff", "mypy", "hatchling"} & image.keys()
 
@@ -142,6 +154,6 @@ def test_the_locks_were_made_by_make_lock() -> None:
     flags = compile_flags[1].replace(" --quiet", "")
     assert f"uv {flags} --extra dev -o requirements.lock" in ENV_LOCK.read_text()
     assert (
-        f"uv {flags} --constraint requirements.lock -o deploy/requirements.lock"
+        f"uv {flags} --extra consumer --constraint requirements.lock -o deploy/requirements.lock"
         in IMAGE_LOCK.read_text()
     )

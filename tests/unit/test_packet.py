@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.db.packet import FILL, MAX_ROWS, ids_per_statement, runs, utf8_len
-from consumer.errors import PoisonBatch, RowTooLarge
+from exectrack.consumer.db.packet import FILL, MAX_ROWS, ids_per_statement, runs, utf8_len
+from exectrack.consumer.errors import PoisonBatch, RowTooLarge
 
 
 def statement_sizes(sizes: list[int], fixed: int, limit: int, **kw: int) -> list[int]:

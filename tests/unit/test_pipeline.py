@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from consumer.batch import Batch
-from consumer.pipeline import WritePipeline
-from consumer.service import ConsumerService
-from consumer.settings import Settings
+from exectrack.consumer.ingest.decode import Batch
+from exectrack.consumer.ingest.pipeline import WritePipeline
+from exectrack.consumer.service import ConsumerService
+from exectrack.consumer.settings import Settings
 
 
 async def test_writes_run_one_at_a_time_in_order() -> None:
@@ -115,7 +115,7 @@ async def test_nothing_is_written_after_a_batch_was_abandoned_on_stop(
 
 async def test_an_abandoned_batch_stops_later_commits(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real _process: the writer gives up on stop, so nothing after it may commit."""
-    from consumer.writer import Stopped
+    from exectrack.consumer.ingest.writer import Stopped
 
     svc = ConsumerService(Settings())
 
@@ -135,10 +135,10 @@ def test_the_aiokafka_c_extension_is_detected() -> None:
     import subprocess
     import sys
 
-    from consumer.service import kafka_accelerated
+    from exectrack.consumer.service import kafka_accelerated
 
     assert kafka_accelerated()
-    probe = "from consumer.service import kafka_accelerated; print(kafka_accelerated())"
+    probe = "from exectrack.consumer.service import kafka_accelerated; print(kafka_accelerated())"
     env = {**os.environ, "AIOKAFKA_NO_EXTENSIONS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from producer.cli import Deps, main
-from producer.events import EventType, ExecutionEvent, ReportDefinedEvent, to_json
-from producer.settings import KafkaSettings, ProducerSettings
-from producer.simulate import SimConfig, generate
-from producer.testing import InMemoryPublisher
+from exectrack.producer.cli import Deps, main
+from exectrack.producer.events import EventType, ExecutionEvent, ReportDefinedEvent, to_json
+from exectrack.producer.settings import KafkaSettings, ProducerSettings
+from exectrack.producer.simulate import SimConfig, generate
+from exectrack.producer.testing import InMemoryPublisher
 
 
 @pytest.fixture

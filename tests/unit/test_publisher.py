@@ -18,10 +18,10 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-import producer.events
-from producer._kafka import Partitioner, murmur2, publish_error
-from producer.errors import InvalidEvent, InvalidReason, PublishError, StartFailed
-from producer.events import (
+import exectrack.producer.events
+from exectrack.producer._kafka import Partitioner, murmur2, publish_error
+from exectrack.producer.errors import InvalidEvent, InvalidReason, PublishError, StartFailed
+from exectrack.producer.events import (
     CONTENT_TYPE,
     EventType,
     ExecutionData,
@@ -29,11 +29,11 @@ from producer.events import (
     execution_event,
     to_json,
 )
-from producer.publisher import Publisher
-from producer.settings import KafkaSettings, ProducerSettings, PublisherSettings
-from producer.sync import SyncPublisher
-from producer.testing import InMemoryPublisher
-from producer.tracking import track
+from exectrack.producer.publisher import Publisher
+from exectrack.producer.settings import KafkaSettings, ProducerSettings, PublisherSettings
+from exectrack.producer.sync import SyncPublisher
+from exectrack.producer.testing import InMemoryPublisher
+from exectrack.producer.tracking import track
 
 R = InvalidReason
 
@@ -122,7 +122,11 @@ async def test_publisher_must_be_started() -> None:
 
 
 def test_events_module_still_exports_the_contract() -> None:
-    missing = [name for name in producer.events.__all__ if not hasattr(producer.events, name)]
+    missing = [
+        name
+        for name in exectrack.producer.events.__all__
+        if not hasattr(exectrack.producer.events, name)
+    ]
     assert missing == []
 
 

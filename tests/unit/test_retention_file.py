@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from consumer.cli import main
-from consumer.policy_file import PolicyFileError, load_policy_file
-from consumer.retention import RetentionPolicy
-from consumer.settings import Settings
-from producer.events import ExecutionStatus, ReportCategory, ReportType
+from exectrack.consumer.cli import main
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retention.policy_file import PolicyFileError, load_policy_file
+from exectrack.consumer.settings import Settings
+from exectrack.producer.events import ExecutionStatus, ReportCategory, ReportType
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "local" / "retention.example.toml"
 CONSUMER = Path(sys.executable).parent / "exectrack-consumer"

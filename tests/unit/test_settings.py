@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from consumer.settings import Settings
-from producer.events import ExecutionStatus, ReportType
-from producer.settings import ProducerSettings
+from exectrack.consumer.settings import Settings
+from exectrack.producer.events import ExecutionStatus, ReportType
+from exectrack.producer.settings import ProducerSettings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

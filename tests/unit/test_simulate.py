@@ -7,11 +7,13 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from functools import cache
+from typing import Any
 
+import click
 import pytest
 
-from producer.errors import InvalidEvent, InvalidReason
-from producer.events import (
+from exectrack.producer.errors import InvalidEvent, InvalidReason
+from exectrack.producer.events import (
     CONTENT_TYPE,
     MAX_TIME,
     MIN_TIME,
@@ -21,7 +23,7 @@ from producer.events import (
     parse_event,
     to_json,
 )
-from producer.simulate import (
+from exectrack.producer.simulate import (
     SimConfig,
     SimMessage,
     TokenBucket,
@@ -29,7 +31,7 @@ from producer.simulate import (
     records,
     run_simulation,
 )
-from producer.testing import InMemoryPublisher
+from exectrack.producer.testing import InMemoryPublisher
 
 T = EventType
 R = InvalidReason
@@ -269,9 +271,36 @@ async def test_run_simulation_prints_its_progress_and_rate(
 ) -> None:
     async with InMemoryPublisher() as pub:
         await run_simulation(pub, SimConfig(executions=50), progress=True)
-    out = capsys.readouterr().out
-    assert "events/s" in out
-    assert "50/50" in out
+    captured = capsys.readouterr()
+    assert "events/s" in captured.out  # the summary line
+    assert "50/50" in captured.err  # the progress bar (rich, on stderr)
+    assert "50/50" not in captured.out
+
+
+async def test_run_simulation_without_progress_draws_no_bar(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with InMemoryPublisher() as pub:
+        await run_simulation(pub, SimConfig(executions=20), progress=False)
+    captured = capsys.readouterr()
+    assert captured.out.startswith("simulate: ")
+    assert captured.err == ""
+
+
+async def test_progress_without_rich_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_rich(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.split(".")[0] == "rich":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_rich)
+    async with InMemoryPublisher() as pub:
+        with pytest.raises(click.UsageError, match=r"pip install 'exectrack\[simulate\]'"):
+            await run_simulation(pub, SimConfig(executions=5), progress=True)
 
 
 async def test_token_bucket() -> None:

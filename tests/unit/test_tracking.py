@@ -10,11 +10,16 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from producer.errors import InvalidEvent, InvalidReason, PublishError
-from producer.events import EventType, ExecutionEvent, TriggerType
-from producer.sync import SyncPublisher, track_sync
-from producer.testing import InMemoryPublisher
-from producer.tracking import MAX_ERROR_DETAILS_BYTES, error_details, exectrack_execution_id, track
+from exectrack.producer.errors import InvalidEvent, InvalidReason, PublishError
+from exectrack.producer.events import EventType, ExecutionEvent, TriggerType
+from exectrack.producer.sync import SyncPublisher, track_sync
+from exectrack.producer.testing import InMemoryPublisher
+from exectrack.producer.tracking import (
+    MAX_ERROR_DETAILS_BYTES,
+    error_details,
+    exectrack_execution_id,
+    track,
+)
 
 T = EventType
 
@@ -219,7 +224,7 @@ async def test_raise_mode_propagates_the_publish_error() -> None:
         assert pub.types_for("e") == [T.PENDING, T.STARTED, T.FAILED]
         failed = pub.events_for("e")[-1].data.error_details
         assert failed is not None
-        assert failed["type"] == "producer.errors.PublishError"
+        assert failed["type"] == "exectrack.producer.errors.PublishError"
 
 
 async def test_raise_mode_fails_on_enter_when_pending_cannot_be_published() -> None:

@@ -4,8 +4,8 @@ Batches are built with aiokafka's own pure-Python builder, then bytes are
 changed the way a foreign client or a corrupted log would (a header name that
 is not UTF-8, a negative header count or name length, a record length that
 runs past the batch, a CRC that does not match). Each is read through the
-fetcher classes consumer.kafka installs, as ``getmany`` does, and decoded by
-consumer.batch.Decoder: the valid records around the bad one are returned
+fetcher classes exectrack.consumer.kafka installs, as ``getmany`` does, and decoded by
+exectrack.consumer.ingest.decode.Decoder: the valid records around the bad one are returned
 and decoded as events, the bad one is dead-lettered ``undecodable_record``.
 """
 
@@ -22,9 +22,9 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
-from consumer.batch import UNDECODABLE_RECORD, Decoder
-from consumer.kafka import UNDECODABLE_HEADER, _KeptRecords, _LenientPartitionRecords
-from consumer.metrics import RECORDS_UNREADABLE
+from exectrack.consumer.ingest.decode import UNDECODABLE_RECORD, Decoder
+from exectrack.consumer.kafka import UNDECODABLE_HEADER, _KeptRecords, _LenientPartitionRecords
+from exectrack.consumer.metrics import RECORDS_UNREADABLE
 
 TP = TopicPartition("events", 0)
 CT = ("content-type", b"application/cloudevents+json")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.verify import (
+from exectrack.consumer.replay.verify import (
     Difference,
     Row,
     TableDiff,
@@ -23,7 +23,7 @@ from consumer.verify import (
     report_filter,
     show,
 )
-from producer.events import ExecutionStatus
+from exectrack.producer.events import ExecutionStatus
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 COLUMNS = ("execution_id", "status", "records_processed", "retention_until", "last_event_at")

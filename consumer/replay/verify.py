@@ -37,10 +37,10 @@ from sqlalchemy import Table, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db.engine import create_engine
-from consumer.db.repository import EXECUTIONS, REPORTS
-from consumer.settings import DatabaseSettings
-from producer.errors import ExectrackError
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.repository import EXECUTIONS, REPORTS
+from exectrack.consumer.settings import DatabaseSettings
+from exectrack.producer.errors import ExectrackError
 
 Row = Mapping[str, Any]
 Kind = Literal["missing", "extra", "differs"]

@@ -4,7 +4,7 @@
 the end offset of every partition at the start and reads from the earliest offset
 (or ``--from-time``) up to those ends, assigning partitions by hand: no group, no
 commits, the live group's offsets are never touched. Every ``getmany(max_records=
-batch_max_records)`` goes through ``consumer.batch.decode_yielding`` and ``BatchWriter.write``
+batch_max_records)`` goes through ``ingest.decode.decode_yielding`` and ``BatchWriter.write``
 (one transaction, the same retention policy, retries and bisection); nothing but
 counters outlives a batch, so memory is flat whatever the topic size. Invalid
 records are counted, not dead-lettered again, unless ``--dead-letter``.
@@ -32,16 +32,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.batch import Batch, decode_yielding, tune_gc
-from consumer.db import migrate
-from consumer.db.engine import create_engine
-from consumer.db.repository import CHUNK, EXECUTIONS
-from consumer.dlq import consumer_identity
-from consumer.dlq_send import DeadLetterQueue
-from consumer.kafka import reader
-from consumer.pipeline import WritePipeline
-from consumer.purge import delete_with_tombstones, not_held
-from consumer.replay_report import (
+from exectrack.consumer.db import migrate
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.repository import CHUNK, EXECUTIONS
+from exectrack.consumer.dlq.letter import consumer_identity
+from exectrack.consumer.dlq.send import DeadLetterQueue
+from exectrack.consumer.ingest.decode import Batch, decode_yielding, tune_gc
+from exectrack.consumer.ingest.pipeline import WritePipeline
+from exectrack.consumer.ingest.writer import BatchWriter
+from exectrack.consumer.kafka import reader
+from exectrack.consumer.replay.report import (
     Mode,
     ReplayError,
     ReplayOptions,
@@ -51,9 +51,9 @@ from consumer.replay_report import (
     Span,
     parse_time,
 )
-from consumer.retention import RetentionPolicy
-from consumer.settings import Settings
-from consumer.writer import BatchWriter
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retention.purge import delete_with_tombstones, not_held
+from exectrack.consumer.settings import Settings
 
 __all__ = ["Replay", "ReplayError", "ReplayOptions", "ReplaySummary", "parse_time", "replay"]
 STALL_S = 120.0  # no record for this long while positions are short of their ends: give up
@@ -257,7 +257,9 @@ class Replay:
     async def _apply(self, batch: Batch, writer: BatchWriter, summary: ReplaySummary) -> None:
         outcome = await writer.write(batch.executions, batch.definitions)
         refused = batch.refused(outcome.errors)
-        if self.dead_letters is not None:  # consumer.dlq_send: a letter it cannot carry is dropped
+        if (
+            self.dead_letters is not None
+        ):  # exectrack.consumer.dlq.send: a letter it cannot carry is dropped
             delivery = await self.dead_letters.send(batch.dead_letters + refused)
             summary.dead_lettered += len(delivery.sent)
             summary.dead_letters_dropped += len(delivery.dropped)

@@ -1,6 +1,6 @@
 """Commands ``purge``, ``reap`` and ``retention show|check|reapply`` (docs/retention.md).
 
-Thin, like the rest of consumer.cli: build the settings, ``asyncio.run`` a
+Thin, like the rest of exectrack.consumer.cli: build the settings, ``asyncio.run`` a
 library function, print its summary (text, or ``--json``). Progress goes to
 stderr (rich) and is off when stderr is not a terminal unless asked for.
 Errors are one line: a bad policy file (``PolicyFileError`` is a click
@@ -23,17 +23,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db.engine import create_engine
-from consumer.failures import database_failure, database_reason
-from consumer.logs import configure_logging
-from consumer.policy_file import load_policy_file
-from consumer.purge import PurgeOptions, PurgeSummary, purge
-from consumer.reap import reap
-from consumer.reapply import count_rows, reapply
-from consumer.retention import RetentionPolicy, parse_period
-from consumer.settings import Settings
-from producer.diagnose import explain_kafka
-from producer.errors import PublishError
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.failures import database_failure, database_reason
+from exectrack.consumer.logs import configure_logging
+from exectrack.consumer.retention.policy import RetentionPolicy, parse_period
+from exectrack.consumer.retention.policy_file import load_policy_file
+from exectrack.consumer.retention.purge import PurgeOptions, PurgeSummary, purge
+from exectrack.consumer.retention.reap import reap
+from exectrack.consumer.retention.reapply import count_rows, reapply
+from exectrack.consumer.settings import Settings
+from exectrack.producer.diagnose import explain_kafka
+from exectrack.producer.errors import PublishError
 
 T = TypeVar("T")
 progress_option = click.option(

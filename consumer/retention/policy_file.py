@@ -21,7 +21,7 @@ that is wrong (or the nearest enclosing one it can find).
 
 ``PolicyFileError`` is a ``ValueError`` (bad input) and a ``click.ClickException``:
 settings are built at the start of every command, which ends with one line
-carrying the message (a ``command_failed`` log event, consumer.cli; click's
+carrying the message (a ``command_failed`` log event, exectrack.consumer.cli; click's
 ``Error: <message>`` on a terminal) and exit status 1, never a traceback.
 """
 
@@ -37,9 +37,9 @@ import click
 from pydantic.fields import FieldInfo
 from pydantic_settings import PydanticBaseSettingsSource
 
-from consumer.retention import BadPeriod, parse_period
-from producer.errors import ExectrackError
-from producer.events import TERMINAL_STATUSES, ReportCategory, ReportType
+from exectrack.consumer.retention.policy import BadPeriod, parse_period
+from exectrack.producer.errors import ExectrackError
+from exectrack.producer.events import TERMINAL_STATUSES, ReportCategory, ReportType
 
 SECTIONS = ("default", "report_types", "categories", "holds")
 HOLD_KEYS = {"reports": "hold_reports", "executions": "hold_executions"}

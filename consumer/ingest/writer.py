@@ -10,7 +10,7 @@
   refuses. Its events are handed back to be dead-lettered; the rest is written
   and the partition keeps flowing. Writes are idempotent, so the halves that
   succeeded before a split are safe to write again. A failure that names its
-  rows (``RowTooLarge``: over the statement limit, consumer.db.packet) takes
+  rows (``RowTooLarge``: over the statement limit, exectrack.consumer.db.packet) takes
   them out at once, without bisecting.
 - A lost connection (``ConnectionLost``: 2006, 2013, 2055) is either an outage or a
   statement the server hangs up on (over ``max_allowed_packet``, one that
@@ -34,14 +34,14 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer import metrics
-from consumer.anomalies import report_conflicts, report_out_of_range
-from consumer.db.repository import WriteResult, classify, write_batch
-from consumer.errors import ConnectionLost, PoisonBatch, RowTooLarge, StorageError
-from consumer.fold import ExecutionFold
-from consumer.retention import RetentionPolicy
-from consumer.settings import Settings
-from producer.events import ReportDefinedEvent
+from exectrack.consumer import metrics
+from exectrack.consumer.db.repository import WriteResult, classify, write_batch
+from exectrack.consumer.errors import ConnectionLost, PoisonBatch, RowTooLarge, StorageError
+from exectrack.consumer.ingest.anomalies import report_conflicts, report_out_of_range
+from exectrack.consumer.ingest.fold import ExecutionFold
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.settings import Settings
+from exectrack.producer.events import ReportDefinedEvent
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +76,7 @@ class BatchWriter:
     """Writes folded batches; see the module docstring for retries and isolation.
 
     ``max_statement_bytes`` replaces the server's ``max_allowed_packet`` as the
-    bound of one statement (None: the server's, consumer.db.packet);
+    bound of one statement (None: the server's, exectrack.consumer.db.packet);
     ``lost_connection_limit`` is how many lost connections in a row, with the
     server answering a probe after each, make a batch poison.
     """

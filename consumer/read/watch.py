@@ -11,7 +11,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db.repository import EXECUTIONS
+from exectrack.consumer.db.repository import EXECUTIONS
 
 
 async def snapshot(engine: AsyncEngine, latest: int = 8) -> tuple[dict[str, int], list[Any]]:

@@ -8,7 +8,7 @@ aiokafka's error classes and their ``retriable`` flag:
 =================================================  ==========================================
 what happens                                       decision
 =================================================  ==========================================
-record over the limit (min of the producer's       shrunk before sending (``consumer.dlq.fit``),
+record over the limit (min of the producer's       shrunk before sending (``letter.fit``),
 ``max_request_size`` and the DLQ topic's           header ``exectrack.dlq.truncated``,
 ``max.message.bytes``, read at start)              ``exectrack_dead_letters_truncated_total``
 ``MessageSizeTooLargeError``,                      the limit is read again, the letter is sent
@@ -34,7 +34,7 @@ which aiokafka 0.14 reports as ``UnknownError``)
 =================================================  ==========================================
 
 Before any drop, a letter refused inside a batch with others is sent again
-alone, after the topic is described again (``consumer.dlq_topic``): the broker
+alone, after the topic is described again (``exectrack.consumer.dlq.topic``): the broker
 refuses a whole batch for one record in it, which must not take the others.
 
 A drop is one JSON log line at error level (``dead_letter_dropped``: cause,
@@ -75,11 +75,11 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from consumer import metrics
-from consumer.dlq import DeadLetter, Shrunk
-from consumer.dlq_topic import PROBE_EVERY_S, Topic
-from consumer.writer import Stopped
-from producer.settings import KafkaSettings
+from exectrack.consumer import metrics
+from exectrack.consumer.dlq.letter import DeadLetter, Shrunk
+from exectrack.consumer.dlq.topic import PROBE_EVERY_S, Topic
+from exectrack.consumer.ingest.writer import Stopped
+from exectrack.producer.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 
@@ -127,7 +127,7 @@ class DeadLetterQueue:
 
     Arguments:
         kafka: connection settings; ``kafka.dlq_topic`` is the topic.
-        identity: ``exectrack.dlq.consumer`` header (``consumer.dlq.consumer_identity``).
+        identity: ``exectrack.dlq.consumer`` header (``letter.consumer_identity``).
         client_id: overrides ``kafka.client_id`` (replay uses its own).
         max_request_size: the producer's, in bytes; one side of ``limit``.
         request_timeout_ms: how long aiokafka retries a batch itself before the
@@ -205,7 +205,7 @@ class DeadLetterQueue:
             await self.producer.stop()
 
     async def probe(self) -> None:
-        """Describe the topic again (``consumer.dlq_topic``): exists? its ``max.message.bytes``?"""
+        """Describe the topic again (``dlq.topic``): exists? its ``max.message.bytes``?"""
         await self.topic.describe(self._client_kwargs())
 
     # ------------------------------------------------------------ sending
@@ -217,7 +217,7 @@ class DeadLetterQueue:
         Returns when every letter is acknowledged (``acks=all``) or dropped.
 
         Raises:
-            ``consumer.writer.Stopped``: a transient failure persisted and
+            ``exectrack.consumer.ingest.writer.Stopped``: a transient failure persisted and
             ``keep_going()`` turned false; nothing may be committed past these
             letters (the next owner of the partition sends them again).
         """

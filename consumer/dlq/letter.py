@@ -4,7 +4,7 @@ The key, value and headers are kept byte for byte when the dead-letter record
 fits what the dead-letter topic accepts; otherwise ``DeadLetter.message`` shrinks
 them to fit (``fit``, below) and says so in a header. Sending, retrying and the
 explicit drop of a letter that cannot be sent at all live in
-``consumer.dlq_send``. Headers (all UTF-8):
+``exectrack.consumer.dlq.send``. Headers (all UTF-8):
 
 ===========================  ==================================================
 exectrack.dlq.reason         InvalidReason code, ``db_refused`` or ``undecodable_record``
@@ -36,7 +36,7 @@ cut to one common length, so a 2,000,000-byte key is cut and the small valid
 event beside it is not. If the original headers' names alone do not fit, the
 original headers are dropped; if our own headers still do not fit, their
 error text is cut to 80 characters. Past that, ``DeadLetter.message`` returns
-None: the letter cannot be carried, which ``consumer.dlq_send`` turns into an
+None: the letter cannot be carried, which ``exectrack.consumer.dlq.send`` turns into an
 explicit, logged, counted drop.
 """
 

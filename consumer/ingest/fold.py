@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from producer.events import (
+from exectrack.producer.events import (
     MAX_BIGINT,
     MAX_INT_ID,
     MAX_JSON_DEPTH,

@@ -1,4 +1,4 @@
-"""A replay's options, its plan, its progress display and its summary (consumer.replay).
+"""A replay's options, its plan, its progress display and its summary (replay.rebuild).
 
 The progress display (rich, on stderr) has one bar per partition, its position
 against the end offset captured at the start, and a total: events done of
@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from producer.errors import ExectrackError
+from exectrack.producer.errors import ExectrackError
 
 MAX_PARTITION_BARS = 32
 Mode = Literal["rebuild", "merge"]
@@ -81,7 +81,9 @@ class ReplaySummary:
     invalid: int = 0
     refused: int = 0  # valid events of executions/reports the database refused
     dead_lettered: int = 0
-    dead_letters_dropped: int = 0  # the DLQ could not carry them (consumer.dlq_send; logged)
+    dead_letters_dropped: int = (
+        0  # the DLQ could not carry them (exectrack.consumer.dlq.send; logged)
+    )
     batches: int = 0
     row_writes: int = 0  # inserts and updates; an execution spanning batches counts per batch
     skipped_expired: int = 0

@@ -33,11 +33,11 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.db.engine import create_engine
-from consumer.purge import PurgeOptions, purge
-from consumer.reap import reap
-from consumer.reapply import reapply, reports_changed_since
-from consumer.settings import Settings
+from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.retention.purge import PurgeOptions, purge
+from exectrack.consumer.retention.reap import reap
+from exectrack.consumer.retention.reapply import reapply, reports_changed_since
+from exectrack.consumer.settings import Settings
 
 log = structlog.get_logger(__name__)
 # A report row is written (updated_at) inside a batch transaction that commits a

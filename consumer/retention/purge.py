@@ -51,11 +51,11 @@ from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, select, 
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer import metrics
-from consumer.db import packet
-from consumer.db.repository import EXECUTIONS, REPORTS, TOMBSTONES, classify, key_runs
-from consumer.errors import StorageError
-from consumer.retention import RetentionPolicy
+from exectrack.consumer import metrics
+from exectrack.consumer.db import packet
+from exectrack.consumer.db.repository import EXECUTIONS, REPORTS, TOMBSTONES, classify, key_runs
+from exectrack.consumer.errors import StorageError
+from exectrack.consumer.retention.policy import RetentionPolicy
 
 log = structlog.get_logger(__name__)
 RETRIES = 5  # per chunk, for deadlocks, lock wait timeouts and lost connections

@@ -3,7 +3,7 @@ its ``max.message.bytes`` (the broker's ``message.max.bytes`` unless the topic s
 own), by ``describe_configs`` (Kafka protocol DescribeConfigs; needs the
 DESCRIBE_CONFIGS ACL on the topic where an authorizer is on).
 
-Used by ``consumer.dlq_send``: at start, after the broker refuses a letter as too
+Used by ``exectrack.consumer.dlq.send``: at start, after the broker refuses a letter as too
 large, and every ``PROBE_EVERY_S`` while the topic is missing or invalid.
 """
 

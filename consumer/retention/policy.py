@@ -6,12 +6,12 @@ Precedence, first match wins:
 3. an override for the report's ``category`` and the status;
 4. the default for the status.
 An explicit ``retention_until`` carried by an event beats 2-4; that rule lives
-in the fold (consumer.fold.ExecutionFold.retention_until). For the purge a hold
+in the fold (exectrack.consumer.ingest.fold.ExecutionFold.retention_until). For the purge a hold
 beats even an explicit ``retention_until``: a held execution is never deleted
-(consumer.purge; docs/retention.md).
+(exectrack.consumer.retention.purge; docs/retention.md).
 
 A period is a ``timedelta`` >= 0 or ``None`` (kept forever). Accepted spellings,
-in the policy file (consumer.policy_file) and in the environment
+in the policy file (exectrack.consumer.retention.policy_file) and in the environment
 (``EXECTRACK_RETENTION__DEFAULT__COMPLETED=P30D``): seconds (``3600``), ISO 8601
 durations (``P90D``, ``PT36H``), a number and one unit (``90d``, ``36h``,
 ``15m``, ``30s``, ``2w``), and ``never``.
@@ -33,7 +33,7 @@ from pydantic import (
     field_validator,
 )
 
-from producer.events import TERMINAL_STATUSES, ExecutionStatus, ReportCategory, ReportType
+from exectrack.producer.events import TERMINAL_STATUSES, ExecutionStatus, ReportCategory, ReportType
 
 DAY = timedelta(days=1)
 NEVER = "never"

@@ -19,13 +19,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.anomalies import report_conflicts, report_out_of_range
-from consumer.dlq import DeadLetter
-from consumer.fold import ExecutionFold, OutOfRange, fold_events, shown, storable_json
-from consumer.kafka import UNDECODABLE_HEADER
-from consumer.metrics import EVENTS_WITHOUT_KEY
-from producer.errors import InvalidEvent
-from producer.events import ExecutionEvent, ReportDefinedEvent, parse_event
+from exectrack.consumer.dlq.letter import DeadLetter
+from exectrack.consumer.ingest.anomalies import report_conflicts, report_out_of_range
+from exectrack.consumer.ingest.fold import (
+    ExecutionFold,
+    OutOfRange,
+    fold_events,
+    shown,
+    storable_json,
+)
+from exectrack.consumer.kafka import UNDECODABLE_HEADER
+from exectrack.consumer.metrics import EVENTS_WITHOUT_KEY
+from exectrack.producer.errors import InvalidEvent
+from exectrack.producer.events import ExecutionEvent, ReportDefinedEvent, parse_event
 
 UNDECODABLE_RECORD = "undecodable_record"  # dead-letter reason: bytes the client cannot decode
 YIELD_EVERY = 250  # records decoded between two turns of the event loop
@@ -37,7 +43,7 @@ def storable_definition(event: ReportDefinedEvent) -> ReportDefinedEvent:
     """The definition as the ``reports`` row can hold it: a JSON field nested deeper
     than ``MAX_JSON_DEPTH`` is not carried (None), counted and logged
     (``exectrack_fields_out_of_range_total{field}``, ``field_out_of_range``), the
-    rule of the execution fields (consumer.fold.storable). Done before the
+    rule of the execution fields (exectrack.consumer.ingest.fold.storable). Done before the
     definition is ordered, so its digest is the one of what the row stores."""
     data = event.data
     dropped: list[OutOfRange] = []
@@ -109,7 +115,7 @@ class Decoder:
             self.records += 1
             self.offsets[tp] = record.offset + 1
             headers = record.headers
-            if headers and headers[-1][0] == UNDECODABLE_HEADER:  # consumer.kafka
+            if headers and headers[-1][0] == UNDECODABLE_HEADER:  # exectrack.consumer.kafka
                 error = headers[-1][1].decode("utf-8", "replace")
                 self.dead.append(DeadLetter.of(record, UNDECODABLE_RECORD, error))
                 continue
@@ -158,7 +164,7 @@ async def decode_yielding(fetched: Mapping[Any, Sequence[Any]], every: int = YIE
     Decoding is pure CPU. While it runs, the batch written before this one is
     waiting on the database; yielding lets that write send its next statement
     as soon as the previous answer is in, so the server works while we decode
-    (consumer.pipeline).
+    (exectrack.consumer.ingest.pipeline).
     """
     decoder = Decoder()
     for tp, records in fetched.items():

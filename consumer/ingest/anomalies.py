@@ -4,8 +4,8 @@ Both are producer mistakes the consumer absorbs without losing the event
 (docs/events.md): two different events sent under one id (ordered by digest),
 and optional data values outside their columns' range (saturated or not stored).
 Each is one metric increment and one JSON log line naming the execution (or
-report) and the event id. Called after a write committed (consumer.writer),
-or when a batch is decoded (consumer.batch, report definitions).
+report) and the event id. Called after a write committed (exectrack.consumer.ingest.writer),
+or when a batch is decoded (exectrack.consumer.ingest.decode, report definitions).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from consumer import metrics
-from consumer.fold import OutOfRange
+from exectrack.consumer import metrics
+from exectrack.consumer.ingest.fold import OutOfRange
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,7 @@ def _shown(value: Any) -> Any:
 
 def report_out_of_range(found: Iterable[tuple[str, OutOfRange]], key: str = "execution_id") -> None:
     """Count and log each optional data value outside its column's range
-    (consumer.fold.storable: retention_until saturated, the others not stored;
+    (exectrack.consumer.ingest.fold.storable: retention_until saturated, the others not stored;
     a JSON field nested too deep, ``sent`` describing it, ``stored`` None).
 
     ``found``: (execution_id, or report_id with ``key="report_id"``; OutOfRange).

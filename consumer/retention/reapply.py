@@ -4,7 +4,7 @@ The value is exactly what the fold would write (``fold_retention``): the row's
 ``fold_keys`` say whether an event carried ``retention_until`` (then it stays)
 and which event set the status (its time is the base when ``end_time`` is
 unknown); the period comes from ``RetentionPolicy.period`` with the report's
-current ``report_type`` and ``category``, as in consumer.db.repository.
+current ``report_type`` and ``category``, as in exectrack.consumer.db.repository.
 
 Rows are read in batches along the primary key with a plain consistent read
 (no locks). Only rows whose value changes are touched: they are locked by
@@ -25,12 +25,12 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer import metrics
-from consumer.db.repository import EXECUTIONS, REPORTS, classify
-from consumer.errors import StorageError
-from consumer.fold import ExecutionFold
-from consumer.retention import RetentionPolicy
-from producer.events import ReportCategory, ReportType
+from exectrack.consumer import metrics
+from exectrack.consumer.db.repository import EXECUTIONS, REPORTS, classify
+from exectrack.consumer.errors import StorageError
+from exectrack.consumer.ingest.fold import ExecutionFold
+from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.producer.events import ReportCategory, ReportType
 
 COLUMNS = ("id", "execution_id", "report_id", "status", "end_time", "retention_until",
            "created_at", "last_event_at", "fold_keys")  # fmt: skip

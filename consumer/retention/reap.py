@@ -35,12 +35,12 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer import metrics
-from consumer.db.repository import EXECUTIONS
-from consumer.purge import NamedLock, lock_name
-from producer.events import EventType, ExecutionEvent, ExecutionStatus, execution_event
-from producer.publisher import Publisher
-from producer.settings import KafkaSettings
+from exectrack.consumer import metrics
+from exectrack.consumer.db.repository import EXECUTIONS
+from exectrack.consumer.retention.purge import NamedLock, lock_name
+from exectrack.producer.events import EventType, ExecutionEvent, ExecutionStatus, execution_event
+from exectrack.producer.publisher import Publisher
+from exectrack.producer.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 REAPER_SOURCE = "/services/exectrack-reaper"

@@ -1,0 +1,8 @@
+"""Dead letters: what the consumer cannot fold goes to the dead-letter topic, with why.
+
+- ``letter``: a dead letter (the original record plus reason headers), fitted to a size
+- ``send``: sending them: retry the transient, drop the impossible explicitly
+- ``topic``: what the broker says of the dead-letter topic (exists, ``max.message.bytes``)
+"""
+
+__all__ = ["letter", "send", "topic"]
