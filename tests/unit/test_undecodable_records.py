@@ -1,4 +1,4 @@
-"""Records aiokafka cannot decode: the lenient second read of consumer.kafka, without a broker.
+"""Records aiokafka cannot decode: the lenient second read of consumer.kafka, no broker.
 
 Batches are built with aiokafka's own pure-Python builder, then bytes are
 changed the way a foreign client or a corrupted log would (a header name that
