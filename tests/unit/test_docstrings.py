@@ -75,6 +75,14 @@ def documented_member(cls: type, name: str, member: object) -> bool | None:
     return False
 
 
+def class_documented(cls: type) -> bool:
+    """Whether ``cls`` has its own docstring (not the signature dataclasses write in its place)."""
+    doc = cls.__dict__.get("__doc__")
+    if dataclasses.is_dataclass(cls) and doc and doc.startswith(f"{cls.__name__}("):
+        return False
+    return bool(doc)
+
+
 def definitions(module: ModuleType) -> Iterator[tuple[str, bool]]:
     """The public definitions of ``module``: (qualified name, has a docstring)."""
     for name, obj in vars(module).items():
@@ -85,7 +93,7 @@ def definitions(module: ModuleType) -> Iterator[tuple[str, bool]]:
         if inspect.isfunction(obj):
             yield f"{module.__name__}.{name}", bool(obj.__doc__)
         elif inspect.isclass(obj):
-            yield f"{module.__name__}.{name}", bool(obj.__dict__.get("__doc__"))
+            yield f"{module.__name__}.{name}", class_documented(obj)
             skip = generated(obj)
             for attr, member in vars(obj).items():
                 if is_public(attr) and attr not in skip:
@@ -133,11 +141,18 @@ def test_the_checker_sees_a_missing_docstring() -> None:
     for obj in (visible, Visible, Documented):
         obj.__module__ = module.__name__
         setattr(module, obj.__name__, obj)
+    @dataclasses.dataclass
+    class Data:
+        field: int = 0
+
+    Data.__module__ = module.__name__
+    module.Data = Data  # type: ignore[attr-defined]
     module.Alias = Visible  # type: ignore[attr-defined]
     assert sorted(undocumented(module)) == [
+        "exectrack.producer.fake.Data",
         "exectrack.producer.fake.Visible",
         "exectrack.producer.fake.Visible.method",
         "exectrack.producer.fake.Visible.prop",
         "exectrack.producer.fake.visible",
     ]
-    assert len(list(definitions(module))) == 6
+    assert len(list(definitions(module))) == 7
