@@ -141,6 +141,7 @@ def test_the_checker_sees_a_missing_docstring() -> None:
     for obj in (visible, Visible, Documented):
         obj.__module__ = module.__name__
         setattr(module, obj.__name__, obj)
+
     @dataclasses.dataclass
     class Data:
         field: int = 0
