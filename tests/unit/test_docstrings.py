@@ -50,6 +50,11 @@ def generated(cls: type) -> set[str]:
     return names
 
 
+def is_function(obj: object) -> bool:
+    """A function, also behind ``functools.cache``/``wraps`` decorators (which copy ``__doc__``)."""
+    return inspect.isfunction(obj) or (callable(obj) and inspect.isfunction(inspect.unwrap(obj)))
+
+
 def method_of(member: object) -> object | None:
     """The function behind a class member (None: a member that is not a method)."""
     if isinstance(member, staticmethod | classmethod):
@@ -58,7 +63,7 @@ def method_of(member: object) -> object | None:
         return member.fget
     if isinstance(member, functools.cached_property):
         return member.func
-    return member if inspect.isfunction(member) else None
+    return member if is_function(member) else None
 
 
 def documented_member(cls: type, name: str, member: object) -> bool | None:
@@ -90,7 +95,7 @@ def definitions(module: ModuleType) -> Iterator[tuple[str, bool]]:
             continue  # private, or imported from elsewhere
         if getattr(obj, "__name__", name) != name or isinstance(obj, click.Command):
             continue  # an alias (``T = EventType``), or a command (its docstring is its --help)
-        if inspect.isfunction(obj):
+        if is_function(obj):
             yield f"{module.__name__}.{name}", bool(obj.__doc__)
         elif inspect.isclass(obj):
             yield f"{module.__name__}.{name}", class_documented(obj)
@@ -124,6 +129,10 @@ def test_the_checker_sees_a_missing_docstring() -> None:
     def visible() -> None:
         pass
 
+    @functools.cache
+    def cached() -> None:
+        pass
+
     class Visible:
         def method(self) -> None:
             pass
@@ -138,7 +147,7 @@ def test_the_checker_sees_a_missing_docstring() -> None:
         def method(self) -> None:
             """A docstring."""
 
-    for obj in (visible, Visible, Documented):
+    for obj in (visible, cached, Visible, Documented):
         obj.__module__ = module.__name__
         setattr(module, obj.__name__, obj)
 
@@ -154,6 +163,7 @@ def test_the_checker_sees_a_missing_docstring() -> None:
         "exectrack.producer.fake.Visible",
         "exectrack.producer.fake.Visible.method",
         "exectrack.producer.fake.Visible.prop",
+        "exectrack.producer.fake.cached",
         "exectrack.producer.fake.visible",
     ]
-    assert len(list(definitions(module))) == 7
+    assert len(list(definitions(module))) == 8
