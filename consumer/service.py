@@ -101,7 +101,12 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class ConsumerService:
-    """Owns the Kafka consumer, the dead-letter producer and the batch writer."""
+    """Owns the Kafka consumer, the dead-letter producer and the batch writer.
+
+    ``settings``: the whole configuration; ``engine``: the database to write to
+    (default: one from ``settings.database`` with its ``db_idle_timeout_s``,
+    disposed by ``stop()``). No I/O before ``start()``; ``run()`` does it all.
+    """
 
     def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None) -> None:
         self.settings = settings

@@ -254,7 +254,11 @@ class Publisher:
             raise flush_error(failures)
 
     async def stop(self) -> None:
-        """Flush (nothing queued is dropped), then close the connections."""
+        """Flush (nothing queued is dropped), then close the connections.
+
+        Messages that failed since the last ``flush()`` are logged
+        (``messages failed``), not raised: call ``flush()`` first to handle them.
+        """
         self._capture = self._captured = None  # captured: the capture owns the messages
         producer, self._producer = self._producer, None
         if producer is None:

@@ -181,7 +181,11 @@ class ExecutionFold:
             self.conflicts.add(event_id)
 
     def add(self, event: ExecutionEvent) -> None:
-        """Merge one event into this state (in place)."""
+        """Merge one event into this state (in place).
+
+        Each field it carries replaces the stored one when the event's order key
+        is greater (CONTRACT.md, "The fold"); adding an event twice changes nothing.
+        """
         key = event.order_key
         event_id, digest = key[3], key[4]  # inlined _seen: once per event, hot path
         if self.digests.setdefault(event_id, digest) != digest:
@@ -218,7 +222,11 @@ class ExecutionFold:
                     values[name] = (key, value)
 
     def merge(self, other: ExecutionFold) -> None:
-        """Join another state of the same execution into this one (in place)."""
+        """Join another state of the same execution into this one (in place).
+
+        Field by field, max by order key: associative, commutative and idempotent,
+        so a stored row merged with a batch's state gives the fold of all their events.
+        """
         for event_id, digest in other.digests.items():
             self._seen(event_id, digest)
         self.conflicts |= other.conflicts
