@@ -28,6 +28,12 @@ from exectrack.producer.errors import ExectrackError
 
 
 class StorageError(ExectrackError):
+    """The database is away or busy (lost connection, lock wait timeout, deadlock): retry.
+
+    ``exectrack.consumer.db.repository.classify`` returns it for the MySQL errors
+    that a retry of the same transaction can get past.
+    """
+
     retriable = True
 
 

@@ -33,7 +33,14 @@ NO_SUCH_TABLE = 1146  # ER_NO_SUCH_TABLE: the database was never migrated
 
 
 def database_reason(exc: BaseException, settings: DatabaseSettings) -> tuple[str, bool]:
-    """(a short reason, whether it is permanent: credentials or TLS, not a server away)."""
+    """(a short reason, whether it is permanent: credentials or TLS, not a server away).
+
+    Walks ``exc`` and its causes (``exectrack.producer.diagnose.causes``): TLS
+    errors, then the MySQL error numbers above (MySQL reference manual, "Server
+    Error Message Reference": 1044/1045 access denied, 1049 unknown database,
+    1146 no such table, 3159 secure transport required; MariaDB 1941 for the
+    last). Never raises.
+    """
     for cause in causes(exc):
         if isinstance(cause, DatabaseTlsError):
             return str(cause), True
@@ -66,6 +73,7 @@ def database_reason(exc: BaseException, settings: DatabaseSettings) -> tuple[str
 
 
 def database_failure(exc: BaseException, settings: DatabaseSettings) -> ConnectFailed:
+    """The one-line ``ConnectFailed`` for a database error: masked URL, ``database_reason``."""
     return ConnectFailed("database", settings.display_url, database_reason(exc, settings)[0])
 
 
@@ -80,7 +88,15 @@ def explain(exc: BaseException, settings: Settings) -> ConnectFailed | None:
 
 async def check_database(settings: DatabaseSettings) -> None:
     """Connect once and look for the table; raise ``ConnectFailed`` when the credentials,
-    TLS, the database name or the schema are wrong (the writer would retry them forever)."""
+    TLS, the database name or the schema are wrong (the writer would retry them forever).
+
+    A server that is merely away (refused connection, timeout, 2003...) is
+    logged (``database_unavailable``) and not raised: the consumer retries it.
+
+    Raises:
+        ConnectFailed: a permanent failure (``database_reason``), as one line.
+        DatabaseTlsError: the TLS files cannot be used (``create_engine``, before connecting).
+    """
     engine = create_engine(settings)
     try:
         async with engine.connect() as conn:

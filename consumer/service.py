@@ -63,6 +63,13 @@ def kafka_accelerated() -> bool:
 
 @dataclass
 class Totals:
+    """Counts since the service started (logged at stop, returned by ``run``).
+
+    ``records``: fetched; ``applied``: records not dead-lettered (folded);
+    ``dead_lettered``: letters acknowledged by the DLQ; ``written``: execution
+    rows inserted or updated.
+    """
+
     batches: int = 0
     records: int = 0
     applied: int = 0
@@ -94,7 +101,12 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class ConsumerService:
-    """Owns the Kafka consumer, the dead-letter producer and the batch writer."""
+    """Owns the Kafka consumer, the dead-letter producer and the batch writer.
+
+    ``settings``: the whole configuration; ``engine``: the database to write to
+    (default: one from ``settings.database`` with its ``db_idle_timeout_s``,
+    disposed by ``stop()``). No I/O before ``start()``; ``run()`` does it all.
+    """
 
     def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None) -> None:
         self.settings = settings
@@ -199,9 +211,21 @@ class ConsumerService:
         log.info("consumer_stopped", **vars(self.totals))
 
     def request_stop(self) -> None:
+        """Ask ``run`` to finish: the batch in flight is written and committed, then it returns."""
         self.stopping.set()
 
     async def run(self) -> Totals:
+        """Start, consume until ``request_stop()``, write and commit the last batch, stop.
+
+        Returns:
+            The totals of the run.
+
+        Raises:
+            TopicMissing: see ``start``.
+            Exception: what a batch raised that the writer does not retry (a
+                permanent database failure); the batch in flight is rolled back and
+                not committed, so it is read again on the next start.
+        """
         try:
             await self.start()
         except BaseException:
@@ -223,7 +247,16 @@ class ConsumerService:
         return not self.stopping.is_set()
 
     async def poll_once(self) -> None:
-        """Fetch and decode a batch while the previous one is written, then hand it over."""
+        """Fetch and decode a batch while the previous one is written, then hand it over.
+
+        Waits up to ``fetch_timeout_ms`` for at most ``batch_max_records``
+        records (aiokafka ``getmany``). An empty fetch settles the write in
+        flight and commits positions that moved over skipped offsets only.
+
+        Raises:
+            RuntimeError: ``start()`` has not run.
+            Exception: what the previous batch's write raised (``WritePipeline.submit``).
+        """
         consumer = self._running()
         fetched = await consumer.getmany(
             timeout_ms=self.settings.fetch_timeout_ms,
@@ -406,10 +439,12 @@ class ConsumerService:
     # ------------------------------------------------------------ health
     @property
     def live(self) -> bool:
+        """True when the loop turned within max(60 s, 3 fetch timeouts): ``/livez``."""
         window = max(60.0, 3 * self.settings.fetch_timeout_ms / 1000)
         return time.monotonic() - self.last_turn < window
 
     async def ready(self) -> bool:
+        """True when partitions are assigned and ``SELECT 1`` answers: ``/readyz``."""
         if self.consumer is None or not self.consumer.assignment():
             return False
         try:
@@ -421,7 +456,18 @@ class ConsumerService:
 
 
 async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) -> Totals:
-    """Run until ``stop`` is set (or forever), then finish the batch, commit and leave."""
+    """Run until ``stop`` is set (or forever), then finish the batch, commit and leave.
+
+    Also serves the health endpoints (``health_port``; 0: none) and runs the
+    scheduled retention jobs the settings ask for, both stopped on the way out.
+
+    Returns:
+        The service's ``Totals``.
+
+    Raises:
+        HealthServerFailed: the health port cannot be listened on.
+        TopicMissing: see ``ConsumerService.start``.
+    """
     tune_gc()
     service = ConsumerService(settings)
 

@@ -266,7 +266,22 @@ def execution_event(
     id: str | None = None,
     **fields: Any,
 ) -> ExecutionEvent:
-    """Build a validated execution event (``time`` defaults to now, ``id`` to a uuid4)."""
+    """Build a validated execution event (``time`` defaults to now, ``id`` to a uuid4).
+
+    Args:
+        type: one of the seven execution types (CONTRACT.md, "Execution event types").
+        execution_id: the event's key and ``subject``, 1..255 characters.
+        report_id: 1..255 characters.
+        source: the CloudEvents ``source`` (URI-reference of the emitting service).
+        sequence: per execution, increasing, >= 0 (None: absent).
+        time: timezone-aware; stored in UTC at microsecond precision.
+        id: the CloudEvents ``id``; a re-sent event keeps its id and content.
+        **fields: other ``data`` fields (``ExecutionData``), e.g. ``records_processed``.
+
+    Raises:
+        InvalidEvent: the consumer would dead-letter the event (CONTRACT.md,
+            "Invalid input"); an unknown field in ``fields`` is ``invalid_field``.
+    """
     if type not in EXECUTION_TYPES:
         raise InvalidEvent(R.UNKNOWN_TYPE, f"type: {type!r} is not an execution event type")
     _refuse_unknown(fields, ExecutionData)
@@ -290,7 +305,18 @@ def report_defined_event(
     id: str | None = None,
     **fields: Any,
 ) -> ReportDefinedEvent:
-    """Build a validated ``exectrack.report.defined`` event."""
+    """Build a validated ``exectrack.report.defined`` event.
+
+    CONTRACT.md, "Report definition events".
+
+    ``version`` >= 1: the greater (version, time, id) defines the ``reports``
+    row. ``fields`` are the other ``ReportData`` fields (``description``,
+    ``query_config``, ``is_active``...); ``time`` and ``id`` as for ``execution_event``.
+
+    Raises:
+        InvalidEvent: the consumer would dead-letter the event; an unknown field
+            in ``fields`` is ``invalid_field``.
+    """
     _refuse_unknown(fields, ReportData)
     data = {"report_id": report_id, "version": version, "name": name, "report_type": report_type,
             "category": category, "provider": provider, **fields}  # fmt: skip
@@ -324,7 +350,12 @@ def _time_text(value: datetime) -> bytes:
 
 
 def to_binary(event: Event) -> tuple[list[tuple[str, bytes]], bytes]:
-    """Binary mode: ``ce_*`` headers plus ``content-type``, and ``data`` JSON as the value."""
+    """Binary mode: ``ce_*`` headers plus ``content-type``, and ``data`` JSON as the value.
+
+    Returns:
+        ``(headers, value)``, per the CloudEvents Kafka protocol binding, section 3.2
+        (binary content mode); ``parse_event(value, headers)`` gives ``event`` back.
+    """
     headers = [
         (f"ce_{name}", _time_text(value) if isinstance(value, datetime) else value.encode())
         for name, value in event.__dict__.items()

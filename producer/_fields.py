@@ -352,6 +352,12 @@ DOUBLE (docs/events.md).
 
 
 def check_text_bytes(value: str) -> str:
+    """Return ``value`` when it fits a MySQL ``TEXT`` column: at most 65535 UTF-8 bytes.
+
+    Raises:
+        PydanticCustomError: ``text_length`` when longer (MySQL reference manual,
+            "String Type Storage Requirements": ``TEXT`` holds L < 2**16 bytes).
+    """
     if len(value.encode("utf-8", "surrogatepass")) > 65535:
         raise PydanticCustomError("text_length", "Text should be at most 65535 UTF-8 bytes")
     return value

@@ -32,11 +32,16 @@ class RawRecord(Protocol):
     """A pre-serialized message (``exectrack.producer.simulate.SimMessage`` is one)."""
 
     @property
-    def key(self) -> bytes | None: ...
+    def key(self) -> bytes | None:
+        """The Kafka key (``execution_id`` as UTF-8; None: no key)."""
+
     @property
-    def value(self) -> bytes: ...
+    def value(self) -> bytes:
+        """The Kafka value, already serialized (a structured-mode CloudEvent)."""
+
     @property
-    def headers(self) -> Headers: ...
+    def headers(self) -> Headers:
+        """Kafka headers as ``(name, value)`` pairs."""
 
 
 class Delivery(NamedTuple):

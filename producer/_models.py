@@ -41,6 +41,9 @@ from exectrack.producer._fields import (
 
 
 class EventType(StrEnum):
+    """The CloudEvents ``type`` values (CONTRACT.md, "Execution event types", "Report
+    definition events"); any other type is dead-lettered (CONTRACT.md, "Invalid input")."""
+
     PENDING = "exectrack.execution.pending"
     STARTED = "exectrack.execution.started"
     PROGRESS = "exectrack.execution.progress"
@@ -52,6 +55,8 @@ class EventType(StrEnum):
 
 
 class ExecutionStatus(StrEnum):
+    """``report_executions.status``: what an event type implies (``STATUS_OF``, CONTRACT.md)."""
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -61,6 +66,8 @@ class ExecutionStatus(StrEnum):
 
 
 class TriggerType(StrEnum):
+    """What started an execution: data.trigger_type (CONTRACT.md), an ENUM column."""
+
     MANUAL = "manual"
     SCHEDULED = "scheduled"
     API = "api"
@@ -68,6 +75,8 @@ class TriggerType(StrEnum):
 
 
 class ReportType(StrEnum):
+    """The kinds of report: the ENUM of reports.report_type (docs/schema.md)."""
+
     VPC_INVENTORY = "vpc_inventory"
     SUBNET_UTILIZATION = "subnet_utilization"
     IP_ADDRESS_UTILIZATION = "ip_address_utilization"
@@ -87,6 +96,8 @@ class ReportType(StrEnum):
 
 
 class ReportCategory(StrEnum):
+    """The categories of report: the ENUM of reports.category (docs/schema.md)."""
+
     INFRASTRUCTURE = "infrastructure"
     SECURITY = "security"
     COMPLIANCE = "compliance"
@@ -97,6 +108,8 @@ class ReportCategory(StrEnum):
 
 
 class CloudProvider(StrEnum):
+    """The cloud a report covers: the ENUM of reports.provider (docs/schema.md)."""
+
     AWS = "aws"
     AZURE = "azure"
     GCP = "gcp"
@@ -261,10 +274,12 @@ class ExecutionEvent(_Envelope):
 
     @property
     def status(self) -> ExecutionStatus:
+        """The status this event's type implies (CONTRACT.md, "Execution event types")."""
         return STATUS_OF[self.type]
 
     @property
     def rank(self) -> int:
+        """0 pending, 1 started/progress, 2 terminal: the first component of the order key."""
         return RANK_OF[self.type]
 
     @property
@@ -297,6 +312,7 @@ class ReportDefinedEvent(_Envelope):
 
     @property
     def key(self) -> bytes:
+        """The Kafka key: the ``report_id`` as UTF-8 (CONTRACT.md, "Report definition events")."""
         return self.data.report_id.encode()
 
     @property

@@ -42,8 +42,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SimConfig:
+    """What a simulated run holds; one config and seed give the same messages, byte for byte.
+
+    Ratios are fractions in [0, 1]. ``Simulation`` raises ``ValueError`` when
+    ``start`` is naive or the run's times would leave MySQL ``TIMESTAMP``'s
+    1970..2038 range.
+    """
+
     executions: int = 1000
+    """Executions to simulate, each a full lifecycle (pending .. terminal)."""
     seed: int = 0
+    """Seed of the pseudo-random generator."""
     reports: int = 20
     """Distinct report ids; about half get a report.defined event."""
     duplicate_ratio: float = 0.01
@@ -126,6 +135,13 @@ class Simulation:
 
     # ------------------------------------------------------------ the stream
     def run(self) -> Iterator[Record]:
+        """Yield every message of the run once, in publishing order (call once per instance).
+
+        Some report definitions first, then the executions interleaved
+        ``IN_FLIGHT`` at a time, then the other report definitions; with
+        ``INVALID`` messages mixed in and each ``DUPLICATE`` some steps after
+        its original (``SimConfig`` ratios).
+        """
         # The hot loop: locals and inlined steps, because this must never be what
         # limits run_simulation (see bench/producer.py).
         config, random_ = self.config, self._random

@@ -49,7 +49,9 @@ _REPORT_REQUIRED = ("version", "name", "report_type", "category", "provider")
 class CliPublisher(RawSink, Protocol):
     """``Publisher``, or an ``InMemoryPublisher`` in tests."""
 
-    async def publish(self, event: Event, /) -> Delivery: ...
+    async def publish(self, event: Event, /) -> Delivery:
+        """Send one event and wait for the acknowledgement (``Publisher.publish``)."""
+
     async def __aenter__(self) -> Self: ...
     async def __aexit__(
         self,

@@ -79,7 +79,17 @@ def kafka_reason(exc: BaseException) -> str:
 
 
 async def probe_kafka(settings: KafkaSettings, *, timeout_s: float = 10.0) -> str | None:
-    """Connect (and authenticate) to each bootstrap broker once: the first reason it fails."""
+    """Connect (and authenticate) to each bootstrap broker once: the first reason it fails.
+
+    Args:
+        settings: the brokers (``bootstrap_servers``, ``host:port`` comma-separated;
+            port 9092 when absent) and how to authenticate.
+        timeout_s: seconds allowed for each broker.
+
+    Returns:
+        None when every broker accepted the connection (and SASL, TLS), else a
+        short reason (``kafka_reason``) for the first that did not.
+    """
     kwargs: dict[str, Any] = settings.client_kwargs()
     options = {
         "client_id": kwargs["client_id"],

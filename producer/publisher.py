@@ -78,16 +78,27 @@ log = structlog.get_logger(__name__)
 class CaptureTarget(Protocol):
     """Where a captured ``Publisher`` sends: ``exectrack.producer.testing.InMemoryPublisher``."""
 
-    async def flush(self) -> None: ...
-    async def publish(self, event: Event, /) -> Delivery: ...
-    async def send(self, event: Event, /) -> asyncio.Future[Delivery]: ...
+    async def flush(self) -> None:
+        """``Publisher.flush``."""
+
+    async def publish(self, event: Event, /) -> Delivery:
+        """``Publisher.publish``."""
+
+    async def send(self, event: Event, /) -> asyncio.Future[Delivery]:
+        """``Publisher.send``."""
+
     async def publish_raw(
         self, key: bytes | None, value: bytes, headers: Headers = ..., /
-    ) -> Delivery: ...
+    ) -> Delivery:
+        """``Publisher.publish_raw``."""
+
     async def send_raw(
         self, key: bytes | None, value: bytes, headers: Headers = ..., /
-    ) -> asyncio.Future[Delivery]: ...
-    async def send_many(self, records: Iterable[RawRecord], /) -> list[SentBatch]: ...
+    ) -> asyncio.Future[Delivery]:
+        """``Publisher.send_raw``."""
+
+    async def send_many(self, records: Iterable[RawRecord], /) -> list[SentBatch]:
+        """``Publisher.send_many``."""
 
 
 class Capture:
@@ -243,7 +254,11 @@ class Publisher:
             raise flush_error(failures)
 
     async def stop(self) -> None:
-        """Flush (nothing queued is dropped), then close the connections."""
+        """Flush (nothing queued is dropped), then close the connections.
+
+        Messages that failed since the last ``flush()`` are logged
+        (``messages failed``), not raised: call ``flush()`` first to handle them.
+        """
         self._capture = self._captured = None  # captured: the capture owns the messages
         producer, self._producer = self._producer, None
         if producer is None:
@@ -274,7 +289,20 @@ class Publisher:
 
     # ------------------------------------------------------------ sending
     async def publish(self, event: Event) -> Delivery:
-        """Send one event and wait for the broker's acknowledgement."""
+        """Send one event and wait for the broker's acknowledgement (``acks="all"``).
+
+        Args:
+            event: an ``ExecutionEvent`` or ``ReportDefinedEvent``; its ``key``
+                is the Kafka key, ``to_json(event)`` the value.
+
+        Returns:
+            Where the broker stored it: topic, partition, offset, timestamp (ms).
+
+        Raises:
+            PublishError: the broker did not store it (``retriable`` as aiokafka
+                says, the aiokafka error as ``__cause__``).
+            RuntimeError: the publisher is not started.
+        """
         if self._captured is not None:
             return await self._captured.publish(event)
         future = await self.send(event)
@@ -285,13 +313,28 @@ class Publisher:
             raise
 
     async def send(self, event: Event) -> asyncio.Future[Delivery]:
-        """Queue one event; the returned future resolves when the broker acknowledges it."""
+        """Queue one event; the returned future resolves when the broker acknowledges it.
+
+        Returns:
+            A future of the ``Delivery``; it raises ``PublishError`` when the
+            broker did not store the event (``flush()`` raises it again).
+
+        Raises:
+            PublishError: aiokafka refused to queue it (e.g. larger than
+                ``max_request_size``).
+            RuntimeError: the publisher is not started.
+        """
         if self._captured is not None:
             return await self._captured.send(event)
         return await self.send_raw(event.key, to_json(event), kafka_headers(event))
 
     async def publish_raw(self, key: bytes | None, value: bytes, headers: Headers = ()) -> Delivery:
-        """``publish`` for pre-serialized bytes (which are not validated: see ``send_raw``)."""
+        """``publish`` for pre-serialized bytes (which are not validated: see ``send_raw``).
+
+        Raises:
+            PublishError: not stored (as ``publish``).
+            RuntimeError: the publisher is not started.
+        """
         if self._captured is not None:
             return await self._captured.publish_raw(key, value, headers)
         future = await self.send_raw(key, value, headers)
@@ -308,6 +351,11 @@ class Publisher:
 
         For the simulator and for tests that publish deliberately invalid
         messages; services publish events with ``publish``/``send``.
+
+        Raises:
+            PublishError: aiokafka refused to queue it (the future's failures are
+                as for ``send``).
+            RuntimeError: the publisher is not started.
         """
         if self._captured is not None:
             return await self._captured.send_raw(key, value, headers)

@@ -46,7 +46,17 @@ class KafkaSettings(BaseModel):
     (docs/operations.md, "Scaling")."""
 
     def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments common to every aiokafka client (producer, consumer, admin)."""
+        """Keyword arguments common to every aiokafka client (producer, consumer, admin).
+
+        SASL (``SASL_PLAINTEXT``/``SASL_SSL``) adds the mechanism and credentials;
+        ``SSL``/``SASL_SSL`` adds an ``ssl_context`` verifying the brokers against
+        ``ssl_cafile`` (the system's CAs when unset), with the client certificate
+        when ``ssl_certfile`` is set.
+
+        Raises:
+            OSError: a CA, certificate or key file cannot be read.
+            ssl.SSLError: one of them is not PEM, or the key does not match.
+        """
         kwargs: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "client_id": self.client_id,

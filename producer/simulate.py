@@ -120,8 +120,11 @@ def _model(wire: dict[str, Any]) -> ExecutionEvent | ReportDefinedEvent:
 class RawSink(Protocol):
     """What ``run_simulation`` publishes to: ``Publisher`` or ``InMemoryPublisher``."""
 
-    async def send_many(self, records: Sequence[RawRecord], /) -> list[SentBatch]: ...
-    async def flush(self) -> None: ...
+    async def send_many(self, records: Sequence[RawRecord], /) -> list[SentBatch]:
+        """Queue records as whole batches (``Publisher.send_many``)."""
+
+    async def flush(self) -> None:
+        """Wait for every batch queued so far (``Publisher.flush``)."""
 
 
 @dataclass(frozen=True)

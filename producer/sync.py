@@ -39,14 +39,27 @@ T = TypeVar("T")
 class AsyncPublisher(Protocol):
     """What ``SyncPublisher`` drives: ``Publisher`` or ``InMemoryPublisher``."""
 
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    async def flush(self) -> None: ...
-    async def publish(self, event: Event, /) -> Any: ...
+    async def start(self) -> None:
+        """Connect (``Publisher.start``)."""
+
+    async def stop(self) -> None:
+        """Flush, then disconnect (``Publisher.stop``)."""
+
+    async def flush(self) -> None:
+        """Wait for every message sent so far (``Publisher.flush``)."""
+
+    async def publish(self, event: Event, /) -> Any:
+        """Send one event and wait for the acknowledgement (``Publisher.publish``)."""
 
 
 class SyncPublisher:
-    """A blocking facade over an async publisher, running on its own loop thread."""
+    """A blocking facade over an async publisher, running on its own loop thread.
+
+    ``publisher`` is the async one to drive (default: a ``Publisher`` built
+    from ``settings``, ``topic`` and ``source``, as ``Publisher`` takes them).
+    ``timeout`` (seconds) bounds every call; past it the call raises a
+    retriable ``PublishError`` (the coroutine is cancelled).
+    """
 
     def __init__(
         self,
@@ -66,7 +79,12 @@ class SyncPublisher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the loop thread and the publisher on it (idempotent)."""
+        """Start the loop thread and the publisher on it (idempotent).
+
+        Raises:
+            StartFailed: no broker answered (``Publisher.start``); the thread is stopped.
+            PublishError: no answer within ``timeout`` seconds.
+        """
         if self._loop is not None:
             return
         loop = asyncio.new_event_loop()
@@ -89,7 +107,20 @@ class SyncPublisher:
             self._close_loop()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run a coroutine on the publisher's loop and wait for its result."""
+        """Run a coroutine on the publisher's loop and wait for its result.
+
+        Args:
+            coroutine: run on the loop thread; closed unrun when not started.
+            timeout: seconds to wait (default: the instance's ``timeout``).
+
+        Returns:
+            The coroutine's result; its exception is raised here.
+
+        Raises:
+            PublishError: retriable, no result within the timeout (the coroutine
+                is cancelled).
+            RuntimeError: not started.
+        """
         loop = self._loop
         if loop is None:
             coroutine.close()
@@ -103,10 +134,22 @@ class SyncPublisher:
             raise PublishError(f"no answer within {wait} s", retriable=True) from None
 
     def publish(self, event: Event) -> Any:
-        """Publish one event and wait for the acknowledgement."""
+        """Publish one event and wait for the acknowledgement.
+
+        Returns:
+            What the async publisher's ``publish`` returns (a ``Delivery``).
+
+        Raises:
+            PublishError: not stored (``Publisher.publish``), or no answer within ``timeout``.
+        """
         return self.run(self.publisher.publish(event))
 
     def flush(self) -> None:
+        """Wait for every message sent so far.
+
+        Raises:
+            PublishError: one of them failed since the last flush (``Publisher.flush``).
+        """
         self.run(self.publisher.flush())
 
     def __enter__(self) -> Self:
@@ -151,16 +194,20 @@ class SyncRun:
 
     @property
     def execution_id(self) -> str:
+        """The execution's id (``Run.execution_id``)."""
         return self.run.execution_id
 
     @property
     def publish_errors(self) -> int:
+        """Events of this execution that failed to publish (``Run.publish_errors``)."""
         return self.run.publish_errors
 
     def progress(self, records_processed: int | None = None, **fields: Any) -> None:
+        """Publish a ``progress`` event and wait for it (``Run.progress``: same arguments)."""
         self._publisher.run(self.run.progress(records_processed, **fields))
 
     def set(self, **fields: Any) -> None:
+        """Fields for the terminal event (``Run.set``); nothing is sent now."""
         self.run.set(**fields)
 
 

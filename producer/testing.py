@@ -137,9 +137,11 @@ class InMemoryPublisher:
         ]
 
     def types_for(self, execution_id: str) -> list[EventType]:
+        """The types of ``events_for(execution_id)``, in the order sent."""
         return [EventType(e.type) for e in self.events_for(execution_id)]
 
     def clear(self) -> None:
+        """Forget every stored message (``messages``, ``events``, ``dead_letters``)."""
         self.messages.clear()
         self.events.clear()
         self.dead_letters.clear()
@@ -152,13 +154,20 @@ class InMemoryPublisher:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Accept messages (no connection)."""
         self.started = True
 
     async def stop(self) -> None:
+        """Refuse messages from now on; forget failures not yet flushed (as ``Publisher``)."""
         self.started = False
         self._failures.clear()
 
     async def flush(self) -> None:
+        """Raise the failures of ``send*`` since the last flush, as ``Publisher.flush`` does.
+
+        Raises:
+            PublishError: some futures failed (``fail_next``) since the last flush.
+        """
         failures, self._failures = self._failures, []
         if failures:
             raise flush_error(failures)
@@ -187,6 +196,11 @@ class InMemoryPublisher:
         return self._store(event.key, value, headers)
 
     async def send(self, event: Event) -> asyncio.Future[Delivery]:
+        """``publish``, with a ``PublishError`` set on the returned future instead of raised.
+
+        Raises:
+            InvalidEvent: the consumer would dead-letter the event.
+        """
         try:
             outcome: Delivery | PublishError = await self.publish(event)
         except PublishError as exc:
@@ -194,12 +208,19 @@ class InMemoryPublisher:
         return self._resolved(outcome)
 
     async def publish_raw(self, key: bytes | None, value: bytes, headers: Headers = ()) -> Delivery:
+        """Store the bytes as sent; an invalid event lands in ``dead_letters``, not raised.
+
+        Raises:
+            PublishError: ``fail_next`` asked for it.
+            RuntimeError: not started.
+        """
         self._maybe_fail()
         return self._store(key, value, headers)
 
     async def send_raw(
         self, key: bytes | None, value: bytes, headers: Headers = ()
     ) -> asyncio.Future[Delivery]:
+        """``publish_raw``, with a ``PublishError`` set on the returned future instead of raised."""
         try:
             outcome: Delivery | PublishError = await self.publish_raw(key, value, headers)
         except PublishError as exc:
@@ -207,6 +228,11 @@ class InMemoryPublisher:
         return self._resolved(outcome)
 
     async def send_many(self, records: Iterable[RawRecord]) -> list[SentBatch]:
+        """Store records as one batch per partition, as ``Publisher.send_many`` does.
+
+        A pending ``fail_next`` failure fails a whole batch (nothing of it is
+        stored): its ``SentBatch.future`` raises ``PublishError``.
+        """
         groups: dict[int, list[RawRecord]] = {}
         for record in records:
             partition = self._partitioner(record.key, self.partitions, None)

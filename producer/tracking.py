@@ -100,7 +100,8 @@ _RESERVED = frozenset({"execution_id", "report_id", "sequence"})
 class PublisherLike(Protocol):
     """What ``track`` needs: ``Publisher``, ``InMemoryPublisher`` or your own."""
 
-    async def publish(self, event: ExecutionEvent, /) -> object: ...
+    async def publish(self, event: ExecutionEvent, /) -> object:
+        """Send one event and wait for the acknowledgement; raise ``PublishError`` if not stored."""
 
 
 def _clean(text: str, limit: int) -> str:
@@ -175,7 +176,17 @@ class Run:
         self._fields: dict[str, Any] = {}
 
     async def progress(self, records_processed: int | None = None, **fields: Any) -> None:
-        """Publish ``exectrack.execution.progress`` with the given fields."""
+        """Publish ``exectrack.execution.progress`` with the given fields.
+
+        Args:
+            records_processed: a count >= 0 so far (None: not sent).
+            **fields: other ``data`` fields, except the ones ``track`` sets
+                (ids, ``sequence``, times, ``error_details``).
+
+        Raises:
+            InvalidEvent: a field is not allowed here or breaks its rule.
+            PublishError: not published, with ``on_publish_error="raise"``.
+        """
         _refuse(fields, ExecutionData.model_fields.keys() - _RESERVED)
         await self.emit(EventType.PROGRESS, records_processed=records_processed, **fields)
 
@@ -186,7 +197,16 @@ class Run:
         self._fields.update(fields)
 
     async def emit(self, event_type: EventType, **fields: Any) -> ExecutionEvent:
-        """Build the next event (next sequence number) and publish it; the low-level step."""
+        """Build the next event (next sequence number) and publish it; the low-level step.
+
+        Returns:
+            The event built (also appended to ``events``), published or not.
+
+        Raises:
+            InvalidEvent: ``fields`` break the contract (always raised).
+            Exception: what the publisher raised, with ``on_publish_error="raise"``;
+                with ``"log"`` it is logged and counted in ``publish_errors``.
+        """
         event = execution_event(
             event_type,
             execution_id=self.execution_id,
@@ -303,7 +323,18 @@ def track(
 ) -> Tracking:
     """Track one execution of ``report_id`` (``execution_id`` defaults to a new uuid4).
 
+    ``async with track(...) as run`` publishes ``pending`` and ``started`` on
+    enter and one terminal event on exit: ``completed``, ``failed`` (with
+    ``error_details``) when the block raises, ``cancelled`` on cancellation;
+    the exception then carries ``exectrack_execution_id``. ``sequence``
+    counts 0, 1, 2... (CONTRACT.md, "Execution event types and their rank").
+
     ``source`` defaults to the publisher's ``source`` attribute, if it has one.
+    ``on_publish_error``: ``"log"`` (the block goes on; ``run.publish_errors``
+    counts) or ``"raise"``.
+
+    Raises:
+        ValueError: ``on_publish_error`` is neither ``"log"`` nor ``"raise"``.
     """
     run = Run(
         publisher,

@@ -24,6 +24,7 @@ def _checked(name: str) -> str:
 
 
 def url_for(server_url: str, database: str) -> str:
+    """``server_url`` pointing at ``database`` instead, password kept (a working URL)."""
     return make_url(server_url).set(database=database).render_as_string(hide_password=False)
 
 
@@ -37,7 +38,13 @@ async def _execute(server_url: str, statement: str) -> None:
 
 
 async def create_database(server_url: str, name: str) -> str:
-    """CREATE DATABASE (utf8mb4); returns its URL."""
+    """CREATE DATABASE (utf8mb4, utf8mb4_unicode_ci); returns its URL (``url_for``).
+
+    Raises:
+        ValueError: ``name`` is not 1..64 letters, digits and ``_`` (it is quoted
+            as a MySQL identifier, not bound).
+        sqlalchemy.exc.DBAPIError: the server refused (it exists, no privilege...).
+    """
     await _execute(
         server_url,
         f"CREATE DATABASE `{_checked(name)}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
@@ -46,4 +53,10 @@ async def create_database(server_url: str, name: str) -> str:
 
 
 async def drop_database(server_url: str, name: str) -> None:
+    """DROP DATABASE IF EXISTS ``name`` (gone already is fine).
+
+    Raises:
+        ValueError: ``name`` is not 1..64 letters, digits and ``_``.
+        sqlalchemy.exc.DBAPIError: the server refused.
+    """
     await _execute(server_url, f"DROP DATABASE IF EXISTS `{_checked(name)}`")

@@ -55,6 +55,13 @@ def tls_context(settings: DatabaseSettings) -> ssl.SSLContext | None:
     - ``verify_ca``: the server's certificate must chain to ``ssl_ca`` (or the
       system's CAs when unset), whatever name it carries;
     - ``verify_identity``: and it must name the host of the URL (SAN DNS or IP).
+
+    ``ssl_cert``/``ssl_key``: a client certificate (PEM) for servers that ask
+    for one (MySQL reference manual, "Command Options for Encrypted Connections").
+
+    Raises:
+        DatabaseTlsError: ``ssl_ca``, ``ssl_cert`` or ``ssl_key`` cannot be read
+            or is not a certificate/key.
     """
     mode = settings.ssl_mode
     if mode == "disabled":
@@ -132,7 +139,13 @@ def create_engine(
 
     ``url`` goes through ``exectrack.consumer.settings.database_url`` as the setting does
     (``mysql://`` is completed; another database raises ``DatabaseUrlError``).
-    ``idle_timeout_s``: the server drops a connection idle this long (see above).
+    ``idle_timeout_s``: the server drops a connection idle this long, in seconds
+    (the session's ``wait_timeout``, MySQL reference manual, "Server System
+    Variables"; see above). No connection is opened here.
+
+    Raises:
+        DatabaseUrlError: ``url`` is not a MySQL URL exectrack can use.
+        DatabaseTlsError: the TLS files cannot be used (``tls_context``).
     """
     init = (
         SESSION_INIT
@@ -166,4 +179,5 @@ def create_engine(
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """ORM sessions on ``engine``; objects stay loaded after commit (``expire_on_commit=False``)."""
     return async_sessionmaker(engine, expire_on_commit=False)

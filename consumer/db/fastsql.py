@@ -109,6 +109,12 @@ def _renderer(column: str, quote: Quote) -> Render:
 
 @cache
 def renderers(columns: tuple[str, ...], no_backslash_escapes: bool) -> tuple[Render, ...]:
+    """One converter value -> SQL literal per column, in ``columns`` order (cached).
+
+    Times: aware -> ``'YYYY-MM-DD HH:MM:SS.ffffff'`` in UTC; JSON columns: the
+    JSON text quoted; strings and enums quoted; integers as digits. A converter
+    raises ``ValueError`` for a naive datetime and ``TypeError`` for any other type.
+    """
     quote = quoting(no_backslash_escapes)
     return tuple(_renderer(column, quote) for column in columns)
 
@@ -116,7 +122,18 @@ def renderers(columns: tuple[str, ...], no_backslash_escapes: bool) -> tuple[Ren
 def render_each(
     columns: tuple[str, ...], rows: Sequence[dict[str, Any]], no_backslash_escapes: bool = False
 ) -> list[str]:
-    """``["(v, ...)", ...]``: each row as SQL literals, in ``columns`` order."""
+    """``["(v, ...)", ...]``: each row as SQL literals, in ``columns`` order.
+
+    Args:
+        columns: the columns to render; every row must have each as a key.
+        rows: column -> value (None renders as ``NULL``).
+        no_backslash_escapes: the session's SQL mode has ``NO_BACKSLASH_ESCAPES``
+            (MySQL reference manual, "String Literals"): quotes are doubled instead.
+
+    Raises:
+        KeyError: a row lacks a column.
+        TypeError, ValueError: a value the column cannot hold (``renderers``).
+    """
     spec = tuple(zip(columns, renderers(columns, no_backslash_escapes), strict=True))
     return [
         "("
@@ -127,6 +144,12 @@ def render_each(
 
 
 def from_db(column: str, value: Any) -> Any:
+    """A value read from ``column`` as the models hold it.
+
+    TIMESTAMP (naive, UTC) -> aware UTC datetime; JSON text -> the decoded
+    value (integers of any size exactly); ``status``/``trigger_type`` -> their
+    enums; anything else and NULL (None) as read.
+    """
     if value is None:
         return None
     if column in TIME_COLUMNS:
@@ -139,11 +162,17 @@ def from_db(column: str, value: Any) -> Any:
 
 @cache
 def insert_head(columns: tuple[str, ...]) -> str:
+    """``INSERT INTO report_executions (columns) VALUES `` (cached per column tuple)."""
     return f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES "
 
 
 @cache
 def upsert_tail(columns: tuple[str, ...]) -> str:
+    """`` ON DUPLICATE KEY UPDATE c = VALUES(c), ...`` for every column (cached).
+
+    ``VALUES(col)`` works on MariaDB and MySQL 8.0 (deprecated since 8.0.20,
+    MySQL reference manual, "INSERT ... ON DUPLICATE KEY UPDATE Statement").
+    """
     return " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in columns)
 
 
@@ -165,6 +194,13 @@ async def lock_rows(
 
     As many statements as ``packet.runs`` needs to keep each under ``limit``
     bytes (default: the connection's, exectrack.consumer.db.packet).
+
+    Returns:
+        The rows found (column -> value, ``from_db``), ordered by ``execution_id``
+        within each statement; a key without a row is absent.
+
+    Raises:
+        RowTooLarge: a key too long for one statement.
     """
     if not keys:
         return []
@@ -186,7 +222,12 @@ async def lock_rows(
 async def tombstoned(
     conn: AsyncConnection, keys: Sequence[str], *, limit: int | None = None
 ) -> set[str]:
-    """Which of these executions were purged (have a row in ``purged_executions``)."""
+    """Which of these executions were purged (have a row in ``purged_executions``).
+
+    Returns:
+        The subset of ``keys`` with a tombstone (CONTRACT.md, "Retention":
+        purged executions stay purged). Statements split as for ``lock_rows``.
+    """
     if not keys:
         return set()
     quote = quoting(await _no_backslash_escapes(conn))

@@ -31,6 +31,11 @@ def script_location() -> Path:
 
 
 def alembic_config(database_url: str) -> Config:
+    """An alembic ``Config`` of our scripts for ``database_url`` (read by migrations/env.py).
+
+    Raises:
+        FileNotFoundError: no script directory (``script_location``).
+    """
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     config.attributes["database_url"] = database_url
@@ -38,10 +43,22 @@ def alembic_config(database_url: str) -> Config:
 
 
 async def upgrade(database_url: str, revision: str = "head") -> None:
+    """``alembic upgrade revision`` on ``database_url``, in a worker thread.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database refused a statement or the connection.
+        alembic.util.CommandError: ``revision`` is unknown.
+    """
     await asyncio.to_thread(command.upgrade, alembic_config(database_url), revision)
 
 
 async def downgrade(database_url: str, revision: str = "base") -> None:
+    """``alembic downgrade revision`` on ``database_url`` (``base``: drop our tables).
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database refused a statement or the connection.
+        alembic.util.CommandError: ``revision`` is unknown.
+    """
     await asyncio.to_thread(command.downgrade, alembic_config(database_url), revision)
 
 

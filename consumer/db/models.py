@@ -62,10 +62,13 @@ NOW6 = text("CURRENT_TIMESTAMP(6)")
 
 
 def identifier() -> String:
+    """``VARCHAR(255)`` in ``ID_COLLATION`` (binary): ids match exactly, case and accents count."""
     return String(255, collation=ID_COLLATION)
 
 
 class Base(DeclarativeBase):
+    """The models' base: constraint names by ``NAMING_CONVENTION``, aware UTC ``TIMESTAMP(6)``."""
+
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
         datetime: UtcTimestamp(),

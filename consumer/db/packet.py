@@ -55,7 +55,8 @@ async def max_allowed_packet(conn: AsyncConnection) -> int:
 
 async def statement_limit(conn: AsyncConnection, override: int | None = None) -> int:
     """Bytes one statement may have on this connection: ``override``, else the server's
-    ``max_allowed_packet`` less ``PROTOCOL_SLACK``."""
+    ``max_allowed_packet`` less ``PROTOCOL_SLACK`` (MySQL reference manual, "Packet
+    Too Large": a statement longer than ``max_allowed_packet`` is refused)."""
     if override is not None:
         return override
     return await max_allowed_packet(conn) - PROTOCOL_SLACK

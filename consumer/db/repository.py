@@ -90,6 +90,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class WriteResult:
+    """What ``write_batch`` did: rows written, definitions applied, placeholders created.
+
+    ``executions_written``: ``report_executions`` rows inserted or updated;
+    ``reports_defined``: ``reports`` rows a definition set; ``placeholders``:
+    ``reports`` rows created for reports named before their definition
+    (CONTRACT.md, "Invalid input": foreign keys never cost an event).
+    """
+
     executions_written: int
     reports_defined: int
     placeholders: int

@@ -183,6 +183,15 @@ def _fit_parts(
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """One record that goes to the dead-letter topic, and why (CONTRACT.md, "Invalid input").
+
+    ``topic``, ``partition``, ``offset``: where the record is in the source
+    topic; ``timestamp``: its Kafka timestamp (ms since the epoch); ``key``,
+    ``value``, ``headers``: its bytes as fetched (a null header value as
+    ``b""``); ``reason``: an ``InvalidReason`` code, ``db_refused`` or
+    ``undecodable_record``; ``error``: the human-readable detail.
+    """
+
     topic: str
     partition: int
     offset: int
@@ -195,6 +204,7 @@ class DeadLetter:
 
     @classmethod
     def of(cls, record: Any, reason: str, error: str) -> DeadLetter:
+        """The letter for ``record`` (an aiokafka ``ConsumerRecord``, or alike)."""
         return cls(
             topic=record.topic,
             partition=record.partition,
@@ -247,4 +257,5 @@ class DeadLetter:
 
 
 def consumer_identity(group_id: str) -> str:
+    """``host/group``: the ``exectrack.dlq.consumer`` header's value."""
     return f"{socket.gethostname()}/{group_id}"

@@ -171,7 +171,12 @@ class DeadLetterQueue:
         return self.max_request_size if topic_max is None else min(self.max_request_size, topic_max)
 
     async def start(self) -> None:
-        """Describe the topic (its ``max.message.bytes``; missing or invalid is logged), start."""
+        """Describe the topic (its ``max.message.bytes``; missing or invalid is logged), start.
+
+        Raises:
+            aiokafka.errors.KafkaError: the producer could not reach the cluster
+                (``AIOKafkaProducer.start``).
+        """
         await self.probe()
         if self.topic.status == "unknown":  # e.g. no DescribeConfigs ACL: sends will tell
             log.warning(
@@ -201,6 +206,7 @@ class DeadLetterQueue:
         await self.producer.start()
 
     async def stop(self) -> None:
+        """Flush and close the producer (letters in flight are sent first)."""
         if self.producer is not None:
             await self.producer.stop()
 
@@ -216,10 +222,16 @@ class DeadLetterQueue:
 
         Returns when every letter is acknowledged (``acks=all``) or dropped.
 
+        Args:
+            letters: in the order they were fetched.
+            keep_going: asked between retries; False stops retrying (the
+                service is stopping or lost the partitions).
+
         Raises:
             ``exectrack.consumer.ingest.writer.Stopped``: a transient failure persisted and
             ``keep_going()`` turned false; nothing may be committed past these
             letters (the next owner of the partition sends them again).
+            RuntimeError: ``start()`` has not run.
         """
         if self.producer is None:
             raise RuntimeError("DeadLetterQueue.start() has not run")

@@ -76,6 +76,14 @@ def tune_gc() -> None:
 
 @dataclass
 class Batch:
+    """One fetched batch, decoded: every record is folded, a definition, or a dead letter.
+
+    ``executions``: one fold state per ``execution_id``; ``definitions``: the
+    winning definition per ``report_id``; ``offsets``: TopicPartition -> the
+    next offset to consume (last offset + 1); ``records``: records fetched;
+    ``valid_events``: records that were valid events (``records`` minus dead letters).
+    """
+
     executions: dict[str, ExecutionFold]
     definitions: dict[str, ReportDefinedEvent]
     dead_letters: list[DeadLetter]
@@ -146,6 +154,7 @@ class Decoder:
             EVENTS_WITHOUT_KEY.inc(without_key)
 
     def batch(self) -> Batch:
+        """The ``Batch`` of everything added so far (execution events folded now)."""
         return Batch(
             executions=fold_events(self.execution_events),
             definitions=self.definitions,

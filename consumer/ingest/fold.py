@@ -157,6 +157,7 @@ class ExecutionFold:
 
     @classmethod
     def of(cls, event: ExecutionEvent) -> ExecutionFold:
+        """The state of an execution that has seen only ``event``."""
         key = event.order_key
         fold = cls(
             execution_id=event.data.execution_id,
@@ -180,7 +181,11 @@ class ExecutionFold:
             self.conflicts.add(event_id)
 
     def add(self, event: ExecutionEvent) -> None:
-        """Merge one event into this state (in place)."""
+        """Merge one event into this state (in place).
+
+        Each field it carries replaces the stored one when the event's order key
+        is greater (CONTRACT.md, "The fold"); adding an event twice changes nothing.
+        """
         key = event.order_key
         event_id, digest = key[3], key[4]  # inlined _seen: once per event, hot path
         if self.digests.setdefault(event_id, digest) != digest:
@@ -217,7 +222,11 @@ class ExecutionFold:
                     values[name] = (key, value)
 
     def merge(self, other: ExecutionFold) -> None:
-        """Join another state of the same execution into this one (in place)."""
+        """Join another state of the same execution into this one (in place).
+
+        Field by field, max by order key: associative, commutative and idempotent,
+        so a stored row merged with a batch's state gives the fold of all their events.
+        """
         for event_id, digest in other.digests.items():
             self._seen(event_id, digest)
         self.conflicts |= other.conflicts
@@ -234,15 +243,22 @@ class ExecutionFold:
                 self.values[name] = (key, value)
 
     def value(self, name: str) -> Any:
+        """The winning value of field ``name`` (``CARRIED_FIELDS``); None: no event carried it."""
         found = self.values.get(name)
         return None if found is None else found[1]
 
     @property
     def terminal(self) -> bool:
+        """Whether the status is terminal (rank 2: completed, failed, cancelled, timeout)."""
         return self.status in TERMINAL_STATUSES
 
     def duration_ms(self) -> int | None:
-        """Carried if any event carried it, else derived from the two times."""
+        """Milliseconds: carried if any event carried it, else derived from the two times.
+
+        Derived: ``end_time - start_time`` in whole milliseconds, rounded down,
+        when both are known and ``end_time >= start_time`` (CONTRACT.md, "The
+        fold"); else None.
+        """
         carried = self.value("duration_ms")
         if carried is not None:
             return int(carried)
@@ -253,7 +269,11 @@ class ExecutionFold:
 
     def retention_until(self, period: timedelta | None) -> datetime | None:
         """Explicit override if carried; else, once terminal, (end_time or the
-        terminal event's time) + period. ``period=None`` means no expiry (a hold)."""
+        terminal event's time) + period. ``period=None`` means no expiry (a hold).
+
+        CONTRACT.md, "The fold" (``retention_until``). Returns an aware UTC
+        datetime, capped at ``MAX_TIME`` (the end of MySQL ``TIMESTAMP``), or None.
+        """
         explicit = self.value("retention_until")
         if explicit is not None:
             return explicit  # type: ignore[no-any-return]
@@ -267,7 +287,12 @@ class ExecutionFold:
         return min(until, MAX_TIME)  # the column is a TIMESTAMP: saturate at its end
 
     def to_row(self, retention_period: timedelta | None) -> dict[str, Any]:
-        """The ``report_executions`` columns (without ``id``)."""
+        """The ``report_executions`` columns (without ``id``): column name -> value.
+
+        ``retention_period`` is the policy's period for this execution
+        (``RetentionPolicy.period``), as ``retention_until`` takes it;
+        ``fold_keys`` is ``encode_keys(self)``.
+        """
         row: dict[str, Any] = {name: self.value(name) for name in CARRIED_FIELDS}
         row.update(
             execution_id=self.execution_id,
@@ -331,6 +356,7 @@ def encode_keys(fold: ExecutionFold) -> dict[str, Any]:
 
 
 def decode_keys(raw: Mapping[str, Any]) -> dict[str, OrderKey]:
+    """The inverse of ``encode_keys``: field name (and ``"status"``) -> its order key."""
     distinct = [_decode_key(k) for k in raw["k"]]
     return {name: distinct[i] for name, i in raw["f"].items()}
 

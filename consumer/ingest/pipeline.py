@@ -23,11 +23,19 @@ from typing import Any
 
 
 class WritePipeline:
+    """At most one write in flight (an asyncio task) while the caller decodes the next batch.
+
+    ``submit(write)`` waits for the previous write and re-raises its
+    exception; ``settle()`` waits for the last one; ``cancel()`` abandons it
+    (rolled back, so its batch is read again).
+    """
+
     def __init__(self) -> None:
         self._in_flight: asyncio.Task[None] | None = None
 
     @property
     def busy(self) -> bool:
+        """True while a write is in flight (submitted, not finished)."""
         return self._in_flight is not None and not self._in_flight.done()
 
     async def settle(self) -> None:
@@ -37,7 +45,15 @@ class WritePipeline:
             await task
 
     async def submit(self, write: Coroutine[Any, Any, None]) -> None:
-        """Wait for the previous write, then start this one in the background."""
+        """Wait for the previous write, then start this one in the background.
+
+        Args:
+            write: the coroutine that writes one batch and commits its offsets;
+                closed unstarted when the previous write failed.
+
+        Raises:
+            BaseException: whatever the previous write raised.
+        """
         try:
             await self.settle()
         except BaseException:

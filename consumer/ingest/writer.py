@@ -48,6 +48,14 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class Outcome:
+    """What ``BatchWriter.write`` did with one batch, over all its transactions.
+
+    ``written``: execution rows inserted or updated; ``attempts``: transactions
+    tried (retries and bisection included); ``poisoned_*``: the execution and
+    report ids the database refused for good, with their error text in ``errors``
+    (their records are dead-lettered as ``db_refused``).
+    """
+
     written: int = 0
     skipped_purged: int = 0
     reports_defined: int = 0
@@ -58,6 +66,7 @@ class Outcome:
     errors: dict[str, str] = field(default_factory=dict)  # key -> database error text
 
     def add(self, result: WriteResult) -> None:
+        """Count one committed transaction's ``WriteResult``."""
         self.written += result.executions_written
         self.skipped_purged += result.executions_skipped_purged
         self.reports_defined += result.reports_defined
@@ -105,6 +114,21 @@ class BatchWriter:
         definitions: Mapping[str, ReportDefinedEvent],
         keep_going: Callable[[], bool] = lambda: True,
     ) -> Outcome:
+        """Write one folded batch: retried while retriable, bisected when refused (module doc).
+
+        Args:
+            executions: one fold state per ``execution_id`` (the batch's, merged
+                into the stored rows).
+            definitions: the winning definition per ``report_id``.
+            keep_going: asked before each retry; False stops retrying.
+
+        Returns:
+            The ``Outcome``; refused ids are in it, not raised.
+
+        Raises:
+            Stopped: a retriable failure persisted and ``keep_going()`` turned
+                false; nothing was committed for the failing part.
+        """
         outcome = Outcome()
         await self._write_isolating(dict(executions), dict(definitions), outcome, keep_going)
         return outcome

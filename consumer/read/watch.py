@@ -15,6 +15,13 @@ from exectrack.consumer.db.repository import EXECUTIONS
 
 
 async def snapshot(engine: AsyncEngine, latest: int = 8) -> tuple[dict[str, int], list[Any]]:
+    """Read what the view shows, in one connection.
+
+    Returns:
+        ``(counts, recent)``: rows of ``report_executions`` per status, and the
+        ``latest`` rows by ``last_event_at`` (newest first) as rows of
+        (execution_id, report_id, status, records_processed, duration_ms, last_event_at).
+    """
     async with engine.connect() as conn:
         counts: dict[Any, Any] = dict(
             (
@@ -41,6 +48,7 @@ async def snapshot(engine: AsyncEngine, latest: int = 8) -> tuple[dict[str, int]
 
 
 def render(counts: dict[str, int], recent: list[Any]) -> Group:
+    """Two rich tables from ``snapshot``'s result: counts by status, then the latest events."""
     summary = Table(title=f"report_executions: {sum(counts.values())} rows")
     for status in counts:
         summary.add_column(status, justify="right")

@@ -91,6 +91,7 @@ class Replay:
 
     @property
     def target(self) -> str:
+        """The target database's URL, password hidden (for messages and the summary)."""
         return make_url(self.target_url).render_as_string(hide_password=True)
 
     async def __aenter__(self) -> Replay:
@@ -113,7 +114,16 @@ class Replay:
 
     # ------------------------------------------------------------ before reading
     async def prepare_target(self) -> Mode:
-        """Migrate an empty target; refuse one with executions unless merging."""
+        """Migrate an empty target; refuse one with executions unless merging.
+
+        Returns:
+            ``"rebuild"`` (the target had no executions) or ``"merge"``.
+
+        Raises:
+            ReplayError: the target cannot be read, is at another schema revision
+                than this code's head, or holds executions without ``merge``
+                (docs/replay.md).
+        """
         count_tables = text(
             "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()"
         )
@@ -147,7 +157,16 @@ class Replay:
         return self.mode
 
     async def plan(self) -> ReplayPlan:
-        """Capture the end offsets now, and where each partition starts."""
+        """Capture the end offsets now, and where each partition starts.
+
+        Each span starts at the partition's beginning, or with ``from_time`` at
+        the first offset whose timestamp is at or after it (Kafka
+        ``ListOffsets`` by timestamp, aiokafka ``offsets_for_times``), and ends
+        at the end offset read now: records published later are not replayed.
+
+        Raises:
+            ReplayError: ``options.partitions`` names a partition the topic lacks.
+        """
         topic = self.settings.kafka.topic
         known = await self._partitions(topic)
         wanted = list(dict.fromkeys(self.options.partitions or known))
@@ -179,6 +198,16 @@ class Replay:
 
     # ------------------------------------------------------------ reading
     async def run(self, plan: ReplayPlan, progress: ReplayProgress | None = None) -> ReplaySummary:
+        """Read every span through the consume loop's batch path, then sweep what expired.
+
+        Partitions are read all at once, or one after another when
+        ``plan.sequential``. Ends like the live table: executions whose
+        ``retention_until`` passed are deleted with tombstones (``sweep_expired``).
+
+        Raises:
+            ReplayError: no records came for ``STALL_S`` seconds from partitions
+                not yet at their end offset.
+        """
         started = time.perf_counter()
         summary = ReplaySummary(
             plan.topic, self.target, self.mode, len(plan.spans), plan.captured_at,
@@ -285,7 +314,10 @@ async def sweep_expired(
 ) -> int:
     """Delete executions with ``id > above_id`` whose retention_until <= now, ``chunk``
     rows a transaction, never one on hold in ``policy``, each leaving a tombstone,
-    exactly as the purge does. Returns how many."""
+    exactly as the purge does. Returns how many.
+
+    CONTRACT.md, "Retention": a replay into an empty database ends with the same
+    purge, so it agrees with the live table."""
     c = EXECUTIONS.c
     held = not_held(policy) if policy is not None else []  # the purge's own hold rule
     expired = [c.retention_until <= now, c.id > above_id, *held]
@@ -302,7 +334,13 @@ async def sweep_expired(
 async def replay(
     settings: Settings, options: ReplayOptions | None = None, *, progress: bool = False
 ) -> ReplaySummary:
-    """The whole command: prepare the target, capture the ends, read them, sum up."""
+    """The whole command: prepare the target, capture the ends, read them, sum up.
+
+    ``progress``: draw the progress bars on stderr (``ReplayProgress``).
+
+    Raises:
+        ReplayError: see ``Replay.prepare_target``, ``Replay.plan`` and ``Replay.run``.
+    """
     tune_gc()  # the consume loop's GC settings: replay runs the same batch path
     async with Replay(settings, options) as job:
         await job.prepare_target()

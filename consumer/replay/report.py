@@ -40,6 +40,11 @@ class ReplayError(ExectrackError, ValueError):
 
 @dataclass(frozen=True)
 class ReplayOptions:
+    """What ``exectrack-consumer replay`` was asked (docs/replay.md); the defaults replay all.
+
+    ``from_time``: aware; each partition starts at its first record at or after it.
+    """
+
     target_url: str | None = None  # None: the configured database
     from_time: datetime | None = None
     partitions: tuple[int, ...] | None = None  # in replay order; None: all
@@ -59,6 +64,8 @@ class Span:
 
 @dataclass(frozen=True)
 class ReplayPlan:
+    """The offsets a replay reads, fixed at ``captured_at`` (records published later are not)."""
+
     topic: str
     spans: tuple[Span, ...]
     sequential: bool
@@ -66,11 +73,14 @@ class ReplayPlan:
 
     @property
     def events(self) -> int:
+        """Records to read: the sum of the spans' ``end - start``."""
         return sum(max(0, s.end - s.start) for s in self.spans)
 
 
 @dataclass
 class ReplaySummary:
+    """What a replay did: counts of records and rows, and how long it took (``elapsed_s``, s)."""
+
     topic: str
     target: str
     mode: Mode
@@ -96,14 +106,17 @@ class ReplaySummary:
 
     @property
     def events_per_s(self) -> float:
+        """Records read per second of ``elapsed_s`` (0.0 before any time passed)."""
         return self.events_read / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields and ``events_per_s``, JSON-ready (``captured_at`` as RFC 3339): ``--json``."""
         found = asdict(self)
         found.update(captured_at=self.captured_at.isoformat(), events_per_s=self.events_per_s)
         return found
 
     def render(self) -> str:
+        """The summary as aligned text lines, for people."""
         invalid_note = "dead-lettered again" if self.dead_lettered else "not dead-lettered again"
         if self.dead_letters_dropped:
             invalid_note += f", {self.dead_letters_dropped:,} the DLQ could not carry"
@@ -137,15 +150,24 @@ class TotalOnly(ProgressColumn):
         self.column = column
 
     def render(self, task: Task) -> Any:
+        """The wrapped column's cell on the total's line, an empty text elsewhere."""
         return self.column.render(task) if task.fields.get("total_line") else Text("")
 
 
 class RateColumn(ProgressColumn):
+    """The task's speed, as rich measures it, in events per second."""
+
     def render(self, task: Task) -> Text:
+        """``12,345/s``."""
         return Text(f"{task.speed or 0:,.0f}/s", style="progress.data.speed", no_wrap=True)
 
 
 class ReplayProgress:
+    """The progress bars on stderr: one per partition (up to ``MAX_PARTITION_BARS``), a total.
+
+    A context manager; ``enabled=False`` draws nothing.
+    """
+
     def __init__(
         self, spans: Sequence[Span], *, enabled: bool = True, console: Console | None = None
     ) -> None:
@@ -200,7 +222,11 @@ class ReplayProgress:
 
 
 def parse_time(value: str) -> datetime:
-    """An RFC 3339 time with an offset (``2026-05-01T00:00:00Z``), as aware UTC."""
+    """An RFC 3339 time with an offset (``2026-05-01T00:00:00Z``), as aware UTC.
+
+    Raises:
+        ReplayError: not an ISO 8601 time, or no UTC offset.
+    """
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:

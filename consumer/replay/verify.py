@@ -60,6 +60,11 @@ class VerifyError(ExectrackError, ValueError):
 
 @dataclass(frozen=True)
 class Difference:
+    """One key whose rows differ: ``missing`` in rebuilt, ``extra`` in rebuilt, or ``differs``.
+
+    ``columns`` (``differs`` only): column name -> (live value, rebuilt value).
+    """
+
     key: str
     kind: Kind
     columns: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> (live, rebuilt)
@@ -81,9 +86,11 @@ class TableDiff:
 
     @property
     def differences(self) -> int:
+        """Keys missing, extra or differing in this table."""
         return self.missing + self.extra + self.differing
 
     def record(self, difference: Difference | None) -> None:
+        """Count one compared key (None: equal); keep it among the first ``max_shown``."""
         if difference is None:
             self.equal += 1
             return
@@ -98,6 +105,7 @@ class TableDiff:
             self.shown.append(difference)
 
     def lines(self) -> list[str]:
+        """The table's counts on one line, then each difference kept, for people."""
         compared = self.equal + self.differences
         head = (
             f"{self.table}: {compared:,} compared, {self.equal:,} equal, "
@@ -120,19 +128,24 @@ class TableDiff:
 
 @dataclass
 class VerifyReport:
+    """The comparison of both tables; ``live``/``rebuilt``: the URLs, passwords hidden."""
+
     live: str
     rebuilt: str
     tables: list[TableDiff]
 
     @property
     def differences(self) -> int:
+        """Differences over every table."""
         return sum(t.differences for t in self.tables)
 
     @property
     def ok(self) -> bool:
+        """No differences (ignored rows do not count): the replay agrees with the live table."""
         return self.differences == 0
 
     def render(self) -> str:
+        """The report for people, ending with the verdict (``OK`` or ``FAILED``)."""
         lines = [f"verify: live {self.live}", f"    against rebuilt {self.rebuilt}"]
         for table in self.tables:
             lines += table.lines()
@@ -141,6 +154,8 @@ class VerifyReport:
 
 
 def show(value: Any) -> str:
+    """A value as the report prints it: enums by value, times in ISO 8601, else ``repr``
+    cut to ``VALUE_WIDTH`` characters."""
     if isinstance(value, Enum):
         value = value.value
     if isinstance(value, datetime):
@@ -269,7 +284,20 @@ async def verify(
     ignore_newer_than: datetime | None = None,
     now: datetime | None = None,
 ) -> VerifyReport:
-    """Compare report_executions and reports of the two databases (docstring above)."""
+    """Compare report_executions and reports of the two databases (docstring above).
+
+    Args:
+        database: TLS and timeouts for both connections (their URLs are given).
+        page_size: rows per keyset query.
+        max_shown: differences kept per table for the report.
+        ignore_newer_than: aware; rows with an event (a definition) at or after
+            it on either side are counted as ignored, not compared.
+        now: what "past retention" is measured against (default: now).
+
+    Raises:
+        VerifyError: a side returned rows out of key order.
+        sqlalchemy.exc.SQLAlchemyError: a database cannot be read (a table missing...).
+    """
     now = now or datetime.now(UTC)
     live = create_engine(database, url=live_url)
     rebuilt = create_engine(database, url=rebuilt_url)

@@ -46,6 +46,12 @@ REPORT_LOOKBACK = timedelta(minutes=10)
 
 
 class RetentionJobs:
+    """The scheduled purge and reap of one consumer process (module doc).
+
+    ``engine``: the database to work on (default: a new two-connection engine
+    from ``settings.database``, disposed by ``stop()``).
+    """
+
     def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
         self.settings = settings
         self._owns_engine = engine is None
@@ -56,6 +62,11 @@ class RetentionJobs:
         self.reports_since -= REPORT_LOOKBACK
 
     def start(self) -> RetentionJobs:
+        """Start one task per job whose interval (``purge_interval_s``, ``reap_interval_s``) is > 0.
+
+        Returns:
+            ``self``, so that ``RetentionJobs(settings).start()`` reads as one step.
+        """
         s = self.settings
         for name, interval, job in (
             ("purge", s.purge_interval_s, self.purge_once),
@@ -67,6 +78,7 @@ class RetentionJobs:
         return self
 
     async def stop(self) -> None:
+        """Cancel the jobs, wait for them (a run in progress is abandoned), dispose our engine."""
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -85,6 +97,14 @@ class RetentionJobs:
                 log.error("retention_job_failed", job=name, error=str(exc)[:500])
 
     async def purge_once(self) -> None:
+        """One scheduled purge pass: reapply the policy to the reports changed since the last
+        pass (``REPORT_LOOKBACK`` earlier), then ``purge`` with the settings' chunk, pause
+        and tombstone TTL.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the database failed; the schedule logs it
+                and tries again at the next interval.
+        """
         s = self.settings
         started = datetime.now(UTC)
         changed = await reports_changed_since(self.engine, self.reports_since)
@@ -100,6 +120,12 @@ class RetentionJobs:
         await purge(self.engine, s.retention, options)
 
     async def reap_once(self) -> None:
+        """One scheduled ``reap``: ``timed_out`` for executions silent for ``reap_after_s`` seconds.
+
+        Raises:
+            Exception: what ``reap`` raises (database or broker failures); the schedule
+                logs it and tries again at the next interval.
+        """
         s = self.settings
         await reap(self.engine, s.kafka, after_s=s.reap_after_s)
 

@@ -96,6 +96,15 @@ def _terminal_only(value: Periods) -> Periods:
 
 
 class RetentionPolicy(BaseModel):
+    """How long terminal executions are kept (CONTRACT.md, "Retention"; docs/retention.md).
+
+    ``default``: a period per terminal status (the built-in ones for statuses
+    not given); ``report_types``, ``categories``: overrides per report type or
+    category, per status; ``hold_reports``, ``hold_executions``: ids never
+    purged. A period of None keeps forever. An explicit ``retention_until`` on
+    an event overrides all of it (``ExecutionFold.retention_until``).
+    """
+
     default: Periods = Field(default_factory=_defaults)
     report_types: dict[ReportType, Periods] = Field(default_factory=dict)
     categories: dict[ReportCategory, Periods] = Field(default_factory=dict)
@@ -129,7 +138,11 @@ class RetentionPolicy(BaseModel):
         report_id: str | None = None,
         execution_id: str | None = None,
     ) -> timedelta | None:
-        """The retention period for a terminal execution; None = kept forever."""
+        """The retention period for a terminal execution; None = kept forever.
+
+        Most specific first: a hold (``report_id``, ``execution_id``), then the
+        ``report_type`` override, then the ``category`` one, then ``default``.
+        """
         if self.held(report_id=report_id, execution_id=execution_id):
             return None
         if report_type is not None and status in self.report_types.get(report_type, {}):

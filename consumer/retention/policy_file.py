@@ -177,7 +177,18 @@ def _kind(value: Any) -> str:
 
 
 def load_policy_file(path: str | Path) -> dict[str, Any]:
-    """Read and check a policy file; returns the ``RetentionPolicy`` fields it sets."""
+    """Read and check a policy file; returns the ``RetentionPolicy`` fields it sets.
+
+    Args:
+        path: a TOML file (docs/retention.md shows the format; CONTRACT.md, "Retention").
+
+    Returns:
+        ``RetentionPolicy`` field name -> value, for the fields the file sets.
+
+    Raises:
+        PolicyFileError: unreadable, not UTF-8, not TOML, or a wrong table, key or
+            value; ``str()`` is ``file[:line]: reason``.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -207,6 +218,7 @@ class PolicyFileSource(PydanticBaseSettingsSource):
     """
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused (pydantic-settings asks it per field): the whole file is read by ``__call__``."""
         return None, field_name, False  # everything happens in __call__
 
     def __call__(self) -> dict[str, Any]:

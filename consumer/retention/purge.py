@@ -63,6 +63,8 @@ RETRIES = 5  # per chunk, for deadlocks, lock wait timeouts and lost connections
 
 @dataclass(frozen=True)
 class PurgeOptions:
+    """How one purge run goes: rows per DELETE transaction, pause between them (ms), a cap."""
+
     chunk_size: int = 1000
     pause_ms: int = 0  # sleep between chunks (gives the consumer's batches room)
     max_rows: int | None = None  # stop after this many deletions
@@ -73,6 +75,8 @@ class PurgeOptions:
 
 @dataclass
 class PurgeSummary:
+    """What one purge run did (or would do, ``dry_run``): rows, chunks, time in seconds."""
+
     now: datetime
     dry_run: bool
     outcome: str = "success"  # success | dry_run | busy | error
@@ -87,12 +91,15 @@ class PurgeSummary:
 
     @property
     def rows_per_s(self) -> float:
+        """Rows deleted per second of ``elapsed_s`` (0.0 before any time passed)."""
         return self.deleted / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields and ``rows_per_s``, JSON-ready (``now`` as RFC 3339): ``--json``."""
         return {**asdict(self), "now": self.now.isoformat(), "rows_per_s": self.rows_per_s}
 
     def render(self) -> str:
+        """The summary for people: one line, or the dry run's counts per report type/status."""
         if self.outcome == "busy":
             return "purge: another purge holds the lock on this database; nothing done"
         if self.dry_run:
@@ -110,6 +117,7 @@ class PurgeSummary:
 
 
 def not_held(policy: RetentionPolicy) -> list[ColumnElement[bool]]:
+    """WHERE clauses leaving out the executions and reports on hold (``[]``: no holds)."""
     c = EXECUTIONS.c
     clauses: list[ColumnElement[bool]] = []
     if policy.hold_executions:
@@ -142,6 +150,11 @@ class NamedLock:
         self.conn: AsyncConnection | None = None
 
     async def acquire(self) -> bool:
+        """Try once, without waiting: True when this job now holds the lock.
+
+        A named lock belongs to the session (MySQL reference manual, "Locking
+        Functions": ``GET_LOCK``), so the connection stays open until ``release``.
+        """
         self.conn = await self.engine.connect()
         got = (await self.conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": self.name})).scalar()
         await self.conn.commit()  # a named lock outlives transactions; no read view kept open
@@ -150,6 +163,7 @@ class NamedLock:
         return got == 1
 
     async def release(self) -> None:
+        """``RELEASE_LOCK`` and close the connection (nothing to do when not held)."""
         conn, self.conn = self.conn, None
         if conn is None:
             return
@@ -304,7 +318,27 @@ async def purge(
     on_start: Callable[[PurgeSummary], None] | None = None,
     on_chunk: Callable[[int], None] | None = None,
 ) -> PurgeSummary:
-    """One purge run; metrics and a summary log line whatever the outcome."""
+    """One purge run; metrics and a summary log line whatever the outcome.
+
+    Deletes rows whose ``retention_until`` <= now and not on hold, in chunks
+    along the index on ``retention_until``, each leaving a tombstone
+    (CONTRACT.md, "Retention"); then tombstones older than ``tombstone_ttl_s``.
+    Another run holding the named lock on this database: outcome ``busy``,
+    nothing done.
+
+    Args:
+        clock: the run's "now" (aware UTC).
+        on_start: called once with the summary (``expired``, ``held`` counted).
+        on_chunk: called after each chunk with the rows deleted so far (progress).
+
+    Returns:
+        The summary (``outcome``: success, dry_run or busy).
+
+    Raises:
+        StorageError: a chunk failed ``RETRIES`` times (deadlock, lock wait
+            timeout, lost connection).
+        PoisonBatch: the database refused a chunk for good.
+    """
     options = options or PurgeOptions()
     summary = PurgeSummary(now=clock(), dry_run=options.dry_run)
     started = time.perf_counter()

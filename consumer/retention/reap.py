@@ -49,6 +49,8 @@ OPEN = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
 
 @dataclass(frozen=True)
 class Stale:
+    """A pending or running execution with no event since ``last_event_at`` (aware UTC)."""
+
     execution_id: str
     report_id: str
     status: ExecutionStatus
@@ -57,6 +59,8 @@ class Stale:
 
 @dataclass
 class ReapSummary:
+    """What one reap did (or would do, ``dry_run``); ``after_s`` and ``elapsed_s`` in seconds."""
+
     now: datetime
     after_s: float
     dry_run: bool
@@ -67,6 +71,7 @@ class ReapSummary:
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary, JSON-ready (times as RFC 3339): ``--json``."""
         return {
             "now": self.now.isoformat(), "after_s": self.after_s, "dry_run": self.dry_run,
             "outcome": self.outcome, "found": self.found, "published": self.published,
@@ -79,6 +84,7 @@ class ReapSummary:
         }  # fmt: skip
 
     def render(self) -> str:
+        """The summary for people: one line, then one per stale execution listed."""
         if self.outcome == "busy":
             return "reap: another reaper holds the lock on this database; nothing done"
         verb = "would publish" if self.dry_run else "published"
@@ -152,7 +158,20 @@ async def reap(
     batch_size: int = 500,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ReapSummary:
-    """Publish ``timed_out`` for every stale execution (at most ``limit``); acknowledged."""
+    """Publish ``timed_out`` for every stale execution (at most ``limit``); acknowledged.
+
+    Stale: pending or running, with no event for ``after_s`` seconds
+    (CONTRACT.md, "Retention": closed by publishing
+    ``exectrack.execution.timed_out`` to the topic, so the history records it
+    and replays agree). Read ``batch_size`` rows at a time; each batch's events
+    are acknowledged before the next is read. Another reaper holding the named
+    lock on this database: outcome ``busy``, nothing done.
+
+    Raises:
+        StartFailed: no broker answered (``Publisher.start``).
+        PublishError: an event was not acknowledged.
+        sqlalchemy.exc.SQLAlchemyError: the database failed.
+    """
     now = clock()
     summary = ReapSummary(now=now, after_s=after_s, dry_run=dry_run)
     started = time.perf_counter()

@@ -50,6 +50,8 @@ def fold_retention(row: Mapping[str, Any], policy: RetentionPolicy, kind: Kind) 
 
 @dataclass
 class ReapplySummary:
+    """What one reapply did (or would do, ``dry_run``): rows scanned and changed, seconds taken."""
+
     dry_run: bool
     report_ids: list[str] | None
     scanned: int = 0
@@ -61,9 +63,11 @@ class ReapplySummary:
     examples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields, JSON-ready: ``--json``."""
         return asdict(self)
 
     def render(self) -> str:
+        """The summary for people: one line, then up to 10 changed rows (old -> new)."""
         verb = "would change" if self.dry_run else "changed"
         scope = "all reports" if not self.report_ids else ", ".join(self.report_ids)
         text = (
@@ -154,7 +158,19 @@ async def reapply(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     on_batch: Callable[[int, int], None] | None = None,  # (rows scanned, rows changed)
 ) -> ReapplySummary:
-    """Walk ``report_executions`` (or only ``report_ids``' rows) and fix ``retention_until``."""
+    """Walk ``report_executions`` (or only ``report_ids``' rows) and fix ``retention_until``.
+
+    Each row's value is computed again as the fold does (CONTRACT.md, "The
+    fold": explicit value, else terminal time + the policy's period) from its
+    stored state and its report's current type and category; rows whose value
+    differs are updated (locked and recomputed first), ``batch_size`` rows at a
+    time in ``id`` order. ``on_batch(scanned, changed)`` after each batch.
+
+    Raises:
+        StorageError: an update still failed after ``RETRIES`` attempts (deadlock,
+            lock wait timeout, lost connection).
+        PoisonBatch: the database refused an update for good.
+    """
     started = time.perf_counter()
     summary = ReapplySummary(dry_run, sorted(report_ids) if report_ids else None)
     now, after = clock(), 0
