@@ -8,7 +8,7 @@ In it the producer imports, publishes to the real broker and type-checks a user'
 script (``py.typed``); the consumer says in one line what to install. The full
 install (the image's lock, migrate and consume) is tests/integration/test_deploy_wheel.py.
 
-The venv is built once for this module: about 15 s with pip's cache warm.
+The venv is built once for this module: about 15 s (tests/support/install.py).
 """
 
 from __future__ import annotations
@@ -155,11 +155,13 @@ async def test_emit_publishes_to_the_real_broker(
         "--type", "started", "--execution-id", execution_id, "--report-id", "vpc-weekly",
         "--sequence", "1", "--field", "records_processed=7",
         cwd=work,
-        EXECTRACK_KAFKA__BOOTSTRAP_SERVERS=stack.kafka_bootstrap,
-        EXECTRACK_KAFKA__TOPIC=fresh_topic,
-        EXECTRACK_KAFKA__DLQ_TOPIC=f"{fresh_topic}.dlq",
-        EXECTRACK_KAFKA__PARTITIONS="3",
-        EXECTRACK_SOURCE="/tests/install",
+        env={
+            "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
+            "EXECTRACK_KAFKA__TOPIC": fresh_topic,
+            "EXECTRACK_KAFKA__DLQ_TOPIC": f"{fresh_topic}.dlq",
+            "EXECTRACK_KAFKA__PARTITIONS": "3",
+            "EXECTRACK_SOURCE": "/tests/install",
+        },
     )  # fmt: skip
     printed = dict(item.split("=", 1) for item in done.stdout.split())
     assert printed["topic"] == fresh_topic
