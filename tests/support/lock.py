@@ -49,8 +49,9 @@ def read_lock(path: Path) -> dict[NormalizedName, Pin]:
             assert name not in pins, f"{path.name}: {name} pinned twice"
             pins[name] = Pin(match["version"], match["marker"], frozenset())
         elif (stripped := line.strip()).startswith("--hash=") and name is not None:
+            digest = stripped.removesuffix("\\").strip().split("=", 1)[1]  # "sha256:<hex>"
             pin = pins[name]
-            pins[name] = Pin(pin.version, pin.marker, pin.hashes | {stripped.split("=", 1)[1]})
+            pins[name] = Pin(pin.version, pin.marker, pin.hashes | {digest})
         elif line and not line.startswith((" ", "#")):
             raise AssertionError(f"{path.name}: unexpected line {line!r}")
     return pins

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from importlib import metadata
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -26,6 +27,7 @@ from tests.support.lock import (
     PRODUCER,
     closure,
     read_lock,
+    write_subset,
 )
 
 
@@ -34,6 +36,8 @@ def test_every_pin_has_hashes_and_no_index_address() -> None:
         pins = read_lock(path)
         assert len(pins) > 20
         assert all(pin.hashes for pin in pins.values()), path
+        for name, pin in pins.items():
+            assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in pin.hashes), (name, pin)
         assert "://" not in path.read_text(), f"{path.name} names an index: keep locks host-free"
 
 
@@ -97,3 +101,14 @@ def test_the_locks_were_made_by_make_lock() -> None:
         f"uv {flags} --extra consumer --constraint requirements.lock -o deploy/requirements.lock"
         in IMAGE_LOCK.read_text()
     )
+
+
+def test_the_producer_lock_is_a_subset_of_the_lock(tmp_path: Path) -> None:
+    """What tests/integration/test_install.py installs for `pip install exectrack`:
+    the lock's own pins (versions, markers, hashes) of the producer's closure."""
+    env = read_lock(ENV_LOCK)
+    names = closure(PRODUCER)
+    written = read_lock(write_subset(ENV_LOCK, names, tmp_path / "producer.lock"))
+    assert written == {name: env[name] for name in names}
+    assert {"aiokafka", "cramjam", "pydantic", "orjson", "click", "structlog"} <= written.keys()
+    assert not {"sqlalchemy", "aiomysql", "alembic", "aiohttp", "rich"} & written.keys()
