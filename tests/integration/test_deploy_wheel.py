@@ -1,73 +1,96 @@
 """The container image's install path, without Docker: the built wheel and
-deploy/requirements.lock in a fresh venv (as deploy/Dockerfile does), then
-``exectrack-consumer migrate`` from outside the source tree must find the alembic
-scripts the wheel carries (consumer/_migrations) and create the schema.
+deploy/requirements.lock in a fresh venv (as deploy/Dockerfile does), i.e.
+``pip install 'exectrack[consumer]'`` with the image's pins. From outside the
+source tree, ``exectrack-consumer migrate`` must find the alembic scripts the
+wheel carries (consumer/_migrations) and create the schema, and
+``exectrack-consumer consume`` must fold a published event into its row.
 
-About 20 s with pip's cache warm (as after `make venv`: the same pinned versions),
-about a minute from an empty cache.
+The venv is built once for this module (tests/support/install.py): about 25 s.
+The producer-only install is test_install.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import json
+import signal
 import subprocess
-import sys
+import time
 from pathlib import Path
 
+import pytest
+from packaging.utils import canonicalize_name
 from sqlalchemy import inspect
 
 from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.settings import DatabaseSettings
-from tests.support.deploy import DEPLOY, ROOT
+from exectrack.producer.events import EventType, execution_event, kafka_headers, to_json
+from tests.conftest import MakeDatabase, Topics
+from tests.support.install import Venv, build_wheel, make_venv, outside_the_package
+from tests.support.kafka import publish
+from tests.support.lock import IMAGE_LOCK, PROJECT, read_lock
+from tests.support.service import rows_of
 
 
-def run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=600, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, f"{argv}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("image-install")
 
 
-def install_image_venv(work: Path) -> Path:
-    """What the Dockerfile's build stage does: lock, then the wheel, both --no-deps."""
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-        "-w", work / "wheels", ROOT, cwd=work)  # fmt: skip
-    (wheel,) = (work / "wheels").glob("exectrack-*.whl")
-    venv = work / "venv"
-    run(sys.executable, "-m", "venv", venv, cwd=work)
-    pip = venv / "bin" / "pip"
-    run(pip, "install", "-q", "--no-deps", "--require-hashes", "-r", DEPLOY / "requirements.lock",
-        cwd=work)  # fmt: skip
-    run(pip, "install", "-q", "--no-deps", wheel, cwd=work)
-    run(pip, "check", cwd=work)
-    return venv
+@pytest.fixture(scope="module")
+def image_venv(work: Path) -> Venv:
+    """What the Dockerfile's build stage does: the image's lock, then the wheel, both
+    --no-deps, then pip check."""
+    wheels = work / "wheels"
+    wheels.mkdir()
+    return make_venv(work / "venv", IMAGE_LOCK, build_wheel(wheels))
 
 
-async def test_wheel_installs_and_migrates(tmp_path: Path, scratch_database: str) -> None:
-    venv = await asyncio.to_thread(install_image_venv, tmp_path)
-    python = venv / "bin" / "python"
+def test_it_holds_the_image_lock(image_venv: Venv) -> None:
+    pinned = {name: pin.version for name, pin in read_lock(IMAGE_LOCK).items() if pin.applies()}
+    assert image_venv.distributions() == {
+        **pinned,
+        canonicalize_name("exectrack"): PROJECT["version"],
+    }
+
+
+def test_both_packages_import_from_the_wheel(image_venv: Venv, work: Path) -> None:
+    found = image_venv.run(
+        image_venv.python, "-c",
+        "import exectrack.producer, exectrack.consumer, exectrack.consumer.service\n"
+        "print(exectrack.consumer.__file__)",
+        cwd=work,
+    ).stdout  # fmt: skip
+    assert Path(found.strip()).is_relative_to(image_venv.path)  # not the checkout's
+    for cli in ("exectrack-consumer", "exectrack-producer"):
+        version = image_venv.run(image_venv.bin(cli), "--version", cwd=work).stdout
+        assert version.strip() == f"{cli}, version {PROJECT['version']}"
+
+
+def test_pip_show_lists_only_the_package(image_venv: Venv) -> None:
+    files = image_venv.installed_files()
+    assert {"exectrack/py.typed", "exectrack/consumer/_migrations/env.py"} <= set(files)
+    assert outside_the_package(image_venv, files) == []
+
+
+async def test_wheel_installs_and_migrates(
+    image_venv: Venv, work: Path, scratch_database: str
+) -> None:
     located = await asyncio.to_thread(
-        run, python, "-c",
+        image_venv.run, image_venv.python, "-c",
         "from exectrack.consumer.db.migrate import script_location; print(script_location())",
-        cwd=tmp_path,
+        cwd=work,
     )  # fmt: skip
-    scripts = Path(located.strip())
+    scripts = Path(located.stdout.strip())
     assert scripts.name == "_migrations"
-    assert venv in scripts.parents  # the installed copy, not the checkout's migrations/
+    assert image_venv.path in scripts.parents  # the installed copy, not the checkout's migrations/
     assert (scripts / "env.py").is_file()
 
-    env = {
-        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
-        "EXECTRACK_DATABASE__URL": scratch_database,
-        "EXECTRACK_LOG_FORMAT": "json",
-    }
-    out = await asyncio.to_thread(
-        run, venv / "bin" / "exectrack-consumer", "migrate", cwd=tmp_path, env=env
-    )
-    assert '"event": "migrated"' in out
+    done = await asyncio.to_thread(
+        image_venv.run, image_venv.bin("exectrack-consumer"), "migrate", cwd=work,
+        env={"EXECTRACK_DATABASE__URL": scratch_database, "EXECTRACK_LOG_FORMAT": "json"},
+    )  # fmt: skip
+    assert '"event": "migrated"' in done.stdout + done.stderr
 
     engine = create_engine(DatabaseSettings(), url=scratch_database)
     try:
@@ -76,3 +99,76 @@ async def test_wheel_installs_and_migrates(tmp_path: Path, scratch_database: str
     finally:
         await engine.dispose()
     assert {"report_executions", "reports", "users", "alembic_version"} <= tables
+
+
+def start(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with its output (both streams) going to ``log``."""
+    with log.open("wb") as out:  # the child keeps its own copy of the file
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (what a container runtime sends), SIGKILL if it lingers; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=10)
+
+
+async def test_wheel_consumes_into_the_table(
+    image_venv: Venv, work: Path, new_database: MakeDatabase, topics: Topics
+) -> None:
+    url = await new_database()
+    settings = {
+        "EXECTRACK_DATABASE__URL": url,
+        "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": topics.bootstrap,
+        "EXECTRACK_KAFKA__TOPIC": topics.topic,
+        "EXECTRACK_KAFKA__DLQ_TOPIC": topics.dlq,
+        "EXECTRACK_GROUP_ID": topics.group_id,
+        "EXECTRACK_HEALTH_PORT": "0",
+        "EXECTRACK_SESSION_TIMEOUT_MS": "6000",
+        "EXECTRACK_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",  # every log line in the file, however the process ends
+    }
+    consumer = image_venv.bin("exectrack-consumer")
+    await asyncio.to_thread(image_venv.run, consumer, "migrate", cwd=work, env=settings)
+    events = [
+        execution_event(
+            EventType.PENDING, execution_id="wheel-1", report_id="vpc-weekly", source="/tests",
+            sequence=0, trigger_type="manual",
+        ),
+        execution_event(
+            EventType.COMPLETED, execution_id="wheel-1", report_id="vpc-weekly", source="/tests",
+            sequence=1, records_processed=3,
+        ),
+    ]  # fmt: skip
+    await publish(
+        topics.bootstrap, topics.topic, [(e.key, to_json(e), kafka_headers(e)) for e in events]
+    )
+
+    log = work / f"consume-{topics.topic}.log"
+    env = image_venv.env(settings)
+    proc = await asyncio.to_thread(start, [str(consumer), "consume"], work, env, log)
+    rows: dict[str, dict[str, object]] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while rows.get("wheel-1", {}).get("status") != "completed":
+            if proc.poll() is not None or time.monotonic() > deadline:
+                break  # the consumer exited, or no row in time: fails below, with its output
+            await asyncio.sleep(0.5)
+            rows = await rows_of(url)
+    finally:
+        code = await asyncio.to_thread(stop, proc)  # also when the test fails
+    output = log.read_text()
+    assert rows.get("wheel-1", {}).get("status") == "completed", f"{rows}\n{output}"
+    assert code == 0, output
+    row = rows["wheel-1"]
+    assert (row["report_id"], row["records_processed"], row["trigger_type"]) == (
+        "vpc-weekly", 3, "manual"
+    )  # fmt: skip
+    logged = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert logged[-1]["event"] == "consumer_stopped", output
+    assert logged[-1]["records"] == 2

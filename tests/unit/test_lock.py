@@ -11,60 +11,24 @@ environment's, or when this venv holds something the lock does not say.
 from __future__ import annotations
 
 import re
-import tomllib
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import canonicalize_name
 
-from tests.support.deploy import DEPLOY, ROOT
-
-ENV_LOCK = ROOT / "requirements.lock"
-IMAGE_LOCK = DEPLOY / "requirements.lock"
-PIN = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)"
-    r"(?: ; (?P<marker>[^\\]+?))?\s*\\?$"
+from tests.support.deploy import ROOT
+from tests.support.lock import (
+    ALL,
+    CONSUMER,
+    ENV_LOCK,
+    EXTRAS,
+    IMAGE_LOCK,
+    PRODUCER,
+    closure,
+    read_lock,
+    write_subset,
 )
-
-
-@dataclass(frozen=True)
-class Pin:
-    version: str
-    marker: str | None
-    hashes: frozenset[str]
-
-    def applies(self) -> bool:
-        if self.marker is None:
-            return True
-        return Requirement(f"x ; {self.marker}").marker.evaluate()  # type: ignore[union-attr]
-
-
-def read_lock(path: Path) -> dict[NormalizedName, Pin]:
-    pins: dict[NormalizedName, Pin] = {}
-    name: NormalizedName | None = None
-    for line in path.read_text().splitlines():
-        if match := PIN.match(line):
-            name = canonicalize_name(match["name"])
-            assert name not in pins, f"{path.name}: {name} pinned twice"
-            pins[name] = Pin(match["version"], match["marker"], frozenset())
-        elif (stripped := line.strip()).startswith("--hash=") and name is not None:
-            pin = pins[name]
-            pins[name] = Pin(pin.version, pin.marker, pin.hashes | {stripped.split("=", 1)[1]})
-        elif line and not line.startswith((" ", "#")):
-            raise AssertionError(f"{path.name}: unexpected line {line!r}")
-    return pins
-
-
-PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-EXTRAS = PROJECT["optional-dependencies"]
-PRODUCER = [Requirement(r) for r in PROJECT["dependencies"]]  # `pip install exectrack`
-CONSUMER = [Requirement(r) for r in EXTRAS["consumer"]]  # `exectrack[consumer]`, the image
-SIMULATE = [Requirement(r) for r in EXTRAS["simulate"]]
-# dev names exectrack's own extras (exectrack[consumer,simulate]): those are listed above
-DEV = [r for r in map(Requirement, EXTRAS["dev"]) if r.name != "exectrack"]
-ALL = PRODUCER + CONSUMER + SIMULATE + DEV
 
 
 def test_every_pin_has_hashes_and_no_index_address() -> None:
@@ -72,6 +36,8 @@ def test_every_pin_has_hashes_and_no_index_address() -> None:
         pins = read_lock(path)
         assert len(pins) > 20
         assert all(pin.hashes for pin in pins.values()), path
+        for name, pin in pins.items():
+            assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in pin.hashes), (name, pin)
         assert "://" not in path.read_text(), f"{path.name} names an index: keep locks host-free"
 
 
@@ -84,28 +50,6 @@ def test_the_lock_satisfies_every_requirement_of_pyproject() -> None:
             f"requirements.lock pins {name}=={lock[name].version}, pyproject.toml says {req}:"
             " run `make lock`"
         )
-
-
-def _closure(roots: list[Requirement]) -> set[NormalizedName]:
-    """Names of the distributions the roots need, transitively, on this platform,
-    read from the installed metadata (which is the lock's: see the next test)."""
-    found: set[NormalizedName] = set()
-    todo = [(r, frozenset[str]()) for r in roots]
-    while todo:
-        req, parent_extras = todo.pop()
-        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in parent_extras | {""}):
-            continue
-        name = canonicalize_name(req.name)
-        if name == "exectrack":  # its extras' requirements are among the roots
-            continue
-        key_new = name not in found
-        found.add(name)
-        if key_new or req.extras:
-            todo.extend(
-                (Requirement(text), frozenset(req.extras))
-                for text in metadata.requires(req.name) or []
-            )
-    return found
 
 
 def test_this_environment_is_the_lock() -> None:
@@ -126,7 +70,7 @@ def test_this_environment_is_the_lock() -> None:
 
 def test_the_lock_holds_exactly_what_pyproject_needs() -> None:
     lock = {n for n, p in read_lock(ENV_LOCK).items() if p.applies()}
-    needed = _closure(ALL)
+    needed = closure(ALL)
     assert lock == needed, f"extra: {lock - needed}, missing: {needed - lock}: run `make lock`"
 
 
@@ -141,7 +85,7 @@ def test_the_image_lock_is_the_runtime_subset_of_the_lock() -> None:
         assert name in env, f"deploy/requirements.lock pins {name}, requirements.lock does not"
         assert (pin.version, pin.hashes) == (env[name].version, env[name].hashes), name
     on_this_platform = {n for n, p in image.items() if p.applies()}
-    assert on_this_platform == _closure(PRODUCER + CONSUMER)
+    assert on_this_platform == closure(PRODUCER + CONSUMER)
     assert {"aiokafka", "sqlalchemy", "greenlet", "cramjam"} <= on_this_platform
     assert not {"pytest", "ruff", "mypy", "hatchling"} & image.keys()
 
@@ -157,3 +101,14 @@ def test_the_locks_were_made_by_make_lock() -> None:
         f"uv {flags} --extra consumer --constraint requirements.lock -o deploy/requirements.lock"
         in IMAGE_LOCK.read_text()
     )
+
+
+def test_the_producer_lock_is_a_subset_of_the_lock(tmp_path: Path) -> None:
+    """What tests/integration/test_install.py installs for `pip install exectrack`:
+    the lock's own pins (versions, markers, hashes) of the producer's closure."""
+    env = read_lock(ENV_LOCK)
+    names = closure(PRODUCER)
+    written = read_lock(write_subset(ENV_LOCK, names, tmp_path / "producer.lock"))
+    assert written == {name: env[name] for name in names}
+    assert {"aiokafka", "cramjam", "pydantic", "orjson", "click", "structlog"} <= written.keys()
+    assert not {"sqlalchemy", "aiomysql", "alembic", "aiohttp", "rich"} & written.keys()
