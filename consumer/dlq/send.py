@@ -34,7 +34,7 @@ which aiokafka 0.14 reports as ``UnknownError``)
 =================================================  ==========================================
 
 Before any drop, a letter refused inside a batch with others is sent again
-alone, after the topic is described again (``exectrack.consumer.dlq.topic``): the broker
+alone, after the topic is described again (``exectrack.consumer.dlq._topic``): the broker
 refuses a whole batch for one record in it, which must not take the others.
 
 A drop is one JSON log line at error level (``dead_letter_dropped``: cause,
@@ -76,8 +76,8 @@ from aiokafka.errors import (
 )
 
 from exectrack.consumer import metrics
+from exectrack.consumer.dlq._topic import PROBE_EVERY_S, Topic
 from exectrack.consumer.dlq.letter import DeadLetter, Shrunk
-from exectrack.consumer.dlq.topic import PROBE_EVERY_S, Topic
 from exectrack.consumer.ingest.writer import Stopped
 from exectrack.producer.settings import KafkaSettings
 
@@ -211,7 +211,7 @@ class DeadLetterQueue:
             await self.producer.stop()
 
     async def probe(self) -> None:
-        """Describe the topic again (``dlq.topic``): exists? its ``max.message.bytes``?"""
+        """Describe the topic again (``dlq._topic``): exists? its ``max.message.bytes``?"""
         await self.topic.describe(self._client_kwargs())
 
     # ------------------------------------------------------------ sending

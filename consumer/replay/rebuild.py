@@ -41,7 +41,7 @@ from exectrack.consumer.ingest.decode import Batch, decode_yielding, tune_gc
 from exectrack.consumer.ingest.pipeline import WritePipeline
 from exectrack.consumer.ingest.writer import BatchWriter
 from exectrack.consumer.kafka import reader
-from exectrack.consumer.replay.report import (
+from exectrack.consumer.replay._report import (
     Mode,
     ReplayError,
     ReplayOptions,

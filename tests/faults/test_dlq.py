@@ -32,8 +32,8 @@ from aiokafka.errors import (
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from exectrack.consumer.dlq._topic import PROBE_EVERY_S
 from exectrack.consumer.dlq.send import DeadLetterQueue
-from exectrack.consumer.dlq.topic import PROBE_EVERY_S
 from exectrack.consumer.service import ConsumerService
 from exectrack.producer.events import EventType, ExecutionEvent, execution_event, to_json
 from tests.conftest import Topics
