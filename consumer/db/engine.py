@@ -39,13 +39,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from exectrack.consumer.errors import DatabaseTlsError
 from exectrack.consumer.settings import DatabaseSettings, database_url
 
 SESSION_INIT = "SET time_zone = '+00:00'"
-
-
-class DatabaseTlsError(ValueError):
-    """The TLS settings cannot be used (an unreadable file), or TLS was required and not had."""
 
 
 def tls_context(settings: DatabaseSettings) -> ssl.SSLContext | None:

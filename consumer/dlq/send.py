@@ -17,7 +17,7 @@ record over the limit (min of the producer's       shrunk before sending (``lett
 ``KafkaTimeoutError`` or ``retriable`` = True      transient: retried with capped exponential
 (connection lost, not leader, leader not           backoff for as long as ``keep_going()``;
 available, request timed out, not enough           the offsets are not committed meanwhile
-replicas, storage error)                           (``writer.Stopped`` when told to stop)
+replicas, storage error)                           (``errors.Stopped`` when told to stop)
 ``UnknownTopicOrPartitionError``: the topic is     retried while the topic is missing for less
 missing (the broker does not auto-create:          than ``missing_grace_s``, then dropped
 deploy/local sets auto.create.topics.enable=false) (cause ``topic_missing``); the topic is
@@ -78,7 +78,7 @@ from aiokafka.errors import (
 from exectrack.consumer import metrics
 from exectrack.consumer.dlq.letter import DeadLetter, Shrunk
 from exectrack.consumer.dlq.topic import PROBE_EVERY_S, Topic
-from exectrack.consumer.ingest.writer import Stopped
+from exectrack.consumer.errors import Stopped
 from exectrack.producer.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -217,7 +217,7 @@ class DeadLetterQueue:
         Returns when every letter is acknowledged (``acks=all``) or dropped.
 
         Raises:
-            ``exectrack.consumer.ingest.writer.Stopped``: a transient failure persisted and
+            ``exectrack.consumer.errors.Stopped``: a transient failure persisted and
             ``keep_going()`` turned false; nothing may be committed past these
             letters (the next owner of the partition sends them again).
         """

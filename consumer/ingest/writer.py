@@ -36,7 +36,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer import metrics
 from exectrack.consumer.db.repository import WriteResult, classify, write_batch
-from exectrack.consumer.errors import ConnectionLost, PoisonBatch, RowTooLarge, StorageError
+from exectrack.consumer.errors import (
+    ConnectionLost,
+    PoisonBatch,
+    RowTooLarge,
+    Stopped,
+    StorageError,
+)
 from exectrack.consumer.ingest.anomalies import report_conflicts, report_out_of_range
 from exectrack.consumer.ingest.fold import ExecutionFold
 from exectrack.consumer.retention.policy import RetentionPolicy
@@ -62,10 +68,6 @@ class Outcome:
         self.skipped_purged += result.executions_skipped_purged
         self.reports_defined += result.reports_defined
         self.placeholders += result.placeholders
-
-
-class Stopped(Exception):
-    """keep_going() turned false while a retriable failure persisted."""
 
 
 PROBE_TIMEOUT_S = 10.0

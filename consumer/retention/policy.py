@@ -33,6 +33,7 @@ from pydantic import (
     field_validator,
 )
 
+from exectrack.consumer.errors import BadPeriod
 from exectrack.producer.events import TERMINAL_STATUSES, ExecutionStatus, ReportCategory, ReportType
 
 DAY = timedelta(days=1)
@@ -40,10 +41,6 @@ NEVER = "never"
 _SHORT = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 _TIMEDELTA: TypeAdapter[timedelta] = TypeAdapter(timedelta)
-
-
-class BadPeriod(ValueError):
-    """A period that is not a duration, or is negative."""
 
 
 def parse_period(value: Any) -> timedelta | None:
