@@ -54,11 +54,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from exectrack.consumer import metrics
 from exectrack.consumer.db import packet
 from exectrack.consumer.db.repository import EXECUTIONS, REPORTS, TOMBSTONES, classify, key_runs
-from exectrack.consumer.errors import StorageError
 from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retry import JOB_ATTEMPTS, JOB_BACKOFF, retry
+from exectrack.producer.errors import ExectrackError
 
 log = structlog.get_logger(__name__)
-RETRIES = 5  # per chunk, for deadlocks, lock wait timeouts and lost connections
 
 
 @dataclass(frozen=True)
@@ -219,18 +219,17 @@ async def delete_with_tombstones(conn: AsyncConnection, ids: list[int], now: dat
 async def _delete_chunk(
     engine: AsyncEngine, ids: list[int], now: datetime, summary: PurgeSummary
 ) -> int:
-    for attempt in range(RETRIES):
-        try:
-            async with engine.begin() as conn:
-                return await delete_with_tombstones(conn, ids, now)
-        except Exception as exc:
-            error = classify(exc)
-            if not isinstance(error, StorageError) or attempt == RETRIES - 1:
-                raise error from exc
-            summary.retries += 1
-            log.warning("purge_retry", error=str(error)[:200], attempt=attempt + 1)
-            await asyncio.sleep(0.05 * 2**attempt)
-    return 0  # unreachable
+    async def attempt() -> int:
+        async with engine.begin() as conn:
+            return await delete_with_tombstones(conn, ids, now)
+
+    def retrying(error: ExectrackError, retry_number: int, _delay: float) -> None:
+        summary.retries += 1
+        log.warning("purge_retry", error=str(error)[:200], attempt=retry_number)
+
+    return await retry(
+        attempt, classify=classify, backoff=JOB_BACKOFF, attempts=JOB_ATTEMPTS, on_retry=retrying
+    )
 
 
 async def expire_tombstones(engine: AsyncEngine, older_than: datetime, chunk: int = 1000) -> int:
