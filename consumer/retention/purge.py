@@ -39,7 +39,6 @@ the topic's retention).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,12 +46,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, select, text
+from sqlalchemy import ColumnElement, delete, func, literal, or_, select, text
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exectrack.consumer import metrics
-from exectrack.consumer.db import packet
+from exectrack.consumer.db import keyset, packet
 from exectrack.consumer.db.repository import EXECUTIONS, REPORTS, TOMBSTONES, classify, key_runs
 from exectrack.consumer.retention.policy import RetentionPolicy
 from exectrack.consumer.retry import JOB_ATTEMPTS, JOB_BACKOFF, retry
@@ -262,36 +261,27 @@ async def _purge(
     on_chunk: Callable[[int], None] | None,
 ) -> None:
     c = EXECUTIONS.c
-    base = [c.retention_until <= summary.now, *not_held(policy)]
-    cursor: tuple[datetime, int] | None = None
     async with engine.connect() as conn:  # a chunk's ids travel in IN lists: max_allowed_packet
         statement_limit = await packet.statement_limit(conn)
     chunk = min(options.chunk_size, packet.ids_per_statement(statement_limit))
-    while options.max_rows is None or summary.deleted < options.max_rows:
-        limit = chunk
-        if options.max_rows is not None:
-            limit = min(limit, options.max_rows - summary.deleted)
-        where = list(base)
-        if cursor is not None:
-            until, last_id = cursor
-            where += [c.retention_until >= until, or_(c.retention_until > until, c.id > last_id)]
-        query = select(c.id, c.retention_until).where(and_(*where))
-        query = query.order_by(c.retention_until, c.id).limit(limit)
-        async with engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        if not rows:
-            return
-        cursor = (rows[-1][1], rows[-1][0])
-        deleted = await _delete_chunk(engine, [r[0] for r in rows], summary.now, summary)
+
+    def room() -> int:  # rows the next chunk may take (0: max_rows reached)
+        if options.max_rows is None:
+            return chunk
+        return min(chunk, options.max_rows - summary.deleted)
+
+    query = select(c.id, c.retention_until).where(
+        c.retention_until <= summary.now, *not_held(policy)
+    )
+    async for rows in keyset.pages(
+        engine, query, (c.retention_until, c.id), room, pause_s=options.pause_ms / 1000
+    ):
+        deleted = await _delete_chunk(engine, [r.id for r in rows], summary.now, summary)
         summary.deleted += deleted
         summary.chunks += 1
         metrics.PURGE_ROWS_DELETED.inc(deleted)
         if on_chunk is not None:
             on_chunk(summary.deleted)
-        if len(rows) < limit:
-            return
-        if options.pause_ms:
-            await asyncio.sleep(options.pause_ms / 1000)
 
 
 async def purge(

@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer import metrics
+from exectrack.consumer.db import keyset
 from exectrack.consumer.db.repository import EXECUTIONS, REPORTS, classify
 from exectrack.consumer.ingest.fold import ExecutionFold
 from exectrack.consumer.retention.policy import RetentionPolicy
@@ -77,16 +78,6 @@ def _select() -> Any:
     return select(*(e[c] for c in COLUMNS), REPORTS.c.report_type, REPORTS.c.category).join_from(
         EXECUTIONS, REPORTS, e.report_id == REPORTS.c.report_id
     )
-
-
-async def _batch(
-    conn: AsyncConnection, after: int, size: int, report_ids: Sequence[str] | None
-) -> list[dict[str, Any]]:
-    e = EXECUTIONS.c
-    query = _select().where(e.id > after).order_by(e.id).limit(size)
-    if report_ids:
-        query = query.where(e.report_id.in_(report_ids))
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
 def _changes(
@@ -149,13 +140,11 @@ async def reapply(
     """Walk ``report_executions`` (or only ``report_ids``' rows) and fix ``retention_until``."""
     started = time.perf_counter()
     summary = ReapplySummary(dry_run, sorted(report_ids) if report_ids else None)
-    now, after = clock(), 0
-    while True:
-        async with engine.connect() as conn:
-            rows = await _batch(conn, after, batch_size, summary.report_ids)
-        if not rows:
-            break
-        after = rows[-1]["id"]
+    now, query = clock(), _select()
+    if summary.report_ids:
+        query = query.where(EXECUTIONS.c.report_id.in_(summary.report_ids))
+    async for page in keyset.pages(engine, query, (EXECUTIONS.c.id,), batch_size):
+        rows = [dict(r._mapping) for r in page]
         summary.batches += 1
         summary.scanned += len(rows)
         changes = _changes(rows, policy)
