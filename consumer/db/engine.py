@@ -32,12 +32,7 @@ import time
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from exectrack.consumer.errors import DatabaseTlsError
 from exectrack.consumer.settings import DatabaseSettings, database_url
@@ -160,7 +155,3 @@ def create_engine(
         event.listen(engine.sync_engine.pool, "checkin", _mark_idle)
         event.listen(engine.sync_engine.pool, "close", _forget_dropped(idle_timeout_s))
     return engine
-
-
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)

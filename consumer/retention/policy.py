@@ -20,7 +20,6 @@ durations (``P90D``, ``PT36H``), a number and one unit (``90d``, ``36h``,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -161,8 +160,3 @@ def format_period(period: timedelta | None) -> str:
     if seconds or not parts:
         parts.append(f"{seconds:g}s")
     return " ".join(parts)
-
-
-def names(values: Iterable[Any]) -> str:
-    """``a, b, c``: allowed values listed in error messages."""
-    return ", ".join(str(v) for v in values)
