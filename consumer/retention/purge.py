@@ -108,23 +108,25 @@ class PurgeSummary:
         )
 
 
-def not_held(policy: RetentionPolicy) -> list[ColumnElement[bool]]:
+def _holds(policy: RetentionPolicy, *, held: bool) -> list[ColumnElement[bool]]:
+    """One clause per kind of hold the policy has: the rows it holds (``held``), or not."""
     c = EXECUTIONS.c
-    clauses: list[ColumnElement[bool]] = []
-    if policy.hold_executions:
-        clauses.append(c.execution_id.not_in(sorted(policy.hold_executions)))
-    if policy.hold_reports:
-        clauses.append(c.report_id.not_in(sorted(policy.hold_reports)))
-    return clauses
+    kinds = ((c.execution_id, policy.hold_executions), (c.report_id, policy.hold_reports))
+    return [
+        column.in_(sorted(ids)) if held else column.not_in(sorted(ids))
+        for column, ids in kinds
+        if ids
+    ]
+
+
+def not_held(policy: RetentionPolicy) -> list[ColumnElement[bool]]:
+    """Clauses (to AND) that leave out the executions ``policy`` holds: none without holds."""
+    return _holds(policy, held=False)
 
 
 def _held(policy: RetentionPolicy) -> ColumnElement[bool] | None:
-    c = EXECUTIONS.c
-    clauses: list[ColumnElement[bool]] = []
-    if policy.hold_executions:
-        clauses.append(c.execution_id.in_(sorted(policy.hold_executions)))
-    if policy.hold_reports:
-        clauses.append(c.report_id.in_(sorted(policy.hold_reports)))
+    """The executions ``policy`` holds (None: it holds none)."""
+    clauses = _holds(policy, held=True)
     return or_(*clauses) if clauses else None
 
 
