@@ -10,8 +10,9 @@ it without raises ``ImportError`` whose message names what to install.
 - ``read/``: what people use to see executions
 - ``db/``: the schema's models, the engine, the statements, locks and migrations
 - ``service``: the consume loop; ``cli``: ``exectrack-consumer``; ``settings``;
-  ``errors``; ``kafka`` (the topic readers); ``health``, ``metrics``, ``logs``,
-  ``failures`` (one-line failures at the command line)
+  ``errors``; ``retry`` (the one backoff and retry loop); ``kafka`` (the topic
+  readers); ``health``, ``metrics``, ``logs``, ``failures`` (one-line failures
+  at the command line)
 """
 
 from exectrack._extras import INSTALL_HINT, missing_consumer_modules
@@ -35,6 +36,7 @@ __all__ = [
     "read",
     "replay",
     "retention",
+    "retry",
     "service",
     "settings",
 ]

@@ -32,9 +32,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from exectrack.consumer.db import migrate as migrations
-from exectrack.consumer.db.engine import DatabaseTlsError, create_engine
+from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.db.repository import EXECUTIONS
-from exectrack.consumer.errors import StartupFailed
+from exectrack.consumer.errors import DatabaseTlsError, StartupFailed
 from exectrack.consumer.failures import check_database, explain
 from exectrack.consumer.ingest.fold import decode_keys
 from exectrack.consumer.logs import configure_from_environment, configure_logging, json_wanted

@@ -5,18 +5,25 @@
     ExectrackError                        retriable = False
      ├── InvalidEvent (exectrack.producer.errors)   bad input: dead-letter it
      ├── PublishError (exectrack.producer.errors)   retriable: broker trouble
+     ├── ConnectFailed (exectrack.producer.errors)  credentials or TLS refused: one line, exit 1
      ├── StorageError                     retriable = True: database away or busy
      │    ├── ConcurrentInsert            a row we saw absent was inserted: redo
      │    └── ConnectionLost              the connection dropped mid-statement (2006/2013)
      ├── PoisonBatch                      retriable = False: rows refused for good
      │    └── RowTooLarge                 one row over the statement limit (max_allowed_packet)
+     ├── Stopped                          told to stop while a retriable failure persisted
+     ├── DatabaseTlsError (ValueError)    the database TLS settings cannot be used
+     ├── BadPeriod (ValueError)           a retention period that is no duration >= 0
+     ├── PolicyFileError (exectrack.consumer.retention.policy_file)  a bad policy file
+     ├── ReplayError (exectrack.consumer.replay.report)   a replay cannot run as asked
+     ├── VerifyError (exectrack.consumer.replay.verify)   a comparison cannot be made
      └── StartupFailed                    the service cannot start as configured
           ├── HealthServerFailed          EXECTRACK_HEALTH_PORT in use, host not ours
           └── TopicMissing                EXECTRACK_CREATE_TOPICS=false, no such topic
 
 ``exectrack.consumer.db.repository.classify`` turns SQLAlchemy/driver errors into these,
-so the loop decides retry vs isolate by one flag. ``StartupFailed`` ends
-``exectrack-consumer consume`` with one log line (its ``event`` and message)
+so the loop decides retry vs isolate by one flag (exectrack.consumer.retry). ``StartupFailed``
+ends ``exectrack-consumer consume`` with one log line (its ``event`` and message)
 and exit status 1.
 """
 
@@ -79,6 +86,31 @@ class RowTooLarge(PoisonBatch):
             f"{self.limit}-byte limit (the server's max_allowed_packet less protocol "
             "overhead, or EXECTRACK_DB_MAX_STATEMENT_BYTES): the database cannot be sent it"
         )
+
+
+class Stopped(ExectrackError):
+    """``keep_going()`` turned false while a retriable failure persisted (exectrack.consumer.retry).
+
+    Raised by the batch writer (exectrack.consumer.ingest.writer) and the dead-letter
+    sender (exectrack.consumer.dlq.send); ``str()`` is the last failure. Nothing may be
+    committed past the batch: the next owner of its partitions reads it again.
+    """
+
+
+class DatabaseTlsError(ExectrackError, ValueError):
+    """The TLS settings cannot be used (an unreadable file), or TLS was required and not had.
+
+    Raised by exectrack.consumer.db.engine (``tls_context``, and on each new connection
+    when ``EXECTRACK_DATABASE__SSL_MODE`` requires TLS); ``str()`` names the setting.
+    """
+
+
+class BadPeriod(ExectrackError, ValueError):
+    """A retention period that is not a duration, or is negative.
+
+    Raised by ``exectrack.consumer.retention.policy.parse_period``; a ``ValueError``
+    too, so pydantic reports it as a settings validation error.
+    """
 
 
 class StartupFailed(ExectrackError):

@@ -18,8 +18,9 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from exectrack.consumer.db.engine import DatabaseTlsError, create_engine
+from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.db.repository import mysql_error_code
+from exectrack.consumer.errors import DatabaseTlsError
 from exectrack.consumer.settings import DatabaseSettings, Settings
 from exectrack.producer.diagnose import causes, explain_kafka
 from exectrack.producer.errors import ConnectFailed

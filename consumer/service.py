@@ -36,11 +36,11 @@ from exectrack.consumer import metrics
 from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.dlq.letter import DeadLetter, consumer_identity
 from exectrack.consumer.dlq.send import DeadLetterQueue
-from exectrack.consumer.errors import TopicMissing
+from exectrack.consumer.errors import Stopped, TopicMissing
 from exectrack.consumer.health import serve_health
 from exectrack.consumer.ingest.decode import Batch, decode_yielding, tune_gc
 from exectrack.consumer.ingest.pipeline import WritePipeline
-from exectrack.consumer.ingest.writer import BatchWriter, Stopped
+from exectrack.consumer.ingest.writer import BatchWriter
 from exectrack.consumer.kafka import reader
 from exectrack.consumer.retention.jobs import start_retention_jobs
 from exectrack.consumer.settings import Settings

@@ -12,7 +12,9 @@ import sys
 
 __all__ = ["CONSUMER_MODULES", "INSTALL_HINT", "consumer_main", "missing_consumer_modules"]
 
-CONSUMER_MODULES = ("sqlalchemy", "aiomysql", "alembic", "prometheus_client", "aiohttp", "rich")
+CONSUMER_MODULES = (
+    "sqlalchemy", "aiomysql", "alembic", "prometheus_client", "aiohttp", "rich", "tenacity",
+)  # fmt: skip
 """Import names of the ``consumer`` extra's distributions (pyproject.toml)."""
 
 INSTALL_HINT = "pip install 'exectrack[consumer]'"

@@ -32,20 +32,12 @@ import time
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from exectrack.consumer.errors import DatabaseTlsError
 from exectrack.consumer.settings import DatabaseSettings, database_url
 
 SESSION_INIT = "SET time_zone = '+00:00'"
-
-
-class DatabaseTlsError(ValueError):
-    """The TLS settings cannot be used (an unreadable file), or TLS was required and not had."""
 
 
 def tls_context(settings: DatabaseSettings) -> ssl.SSLContext | None:
@@ -176,8 +168,3 @@ def create_engine(
         event.listen(engine.sync_engine.pool, "checkin", _mark_idle)
         event.listen(engine.sync_engine.pool, "close", _forget_dropped(idle_timeout_s))
     return engine
-
-
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """ORM sessions on ``engine``; objects stay loaded after commit (``expire_on_commit=False``)."""
-    return async_sessionmaker(engine, expire_on_commit=False)

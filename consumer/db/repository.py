@@ -79,6 +79,8 @@ CONNECTION_LOST_CODES = frozenset({2006, 2013, 2055})
 
 
 EXECUTION_COLUMNS = tuple(c.name for c in EXECUTIONS.columns if c.name != "id")
+"""Every column of ``report_executions`` but ``id`` (the auto-increment surrogate): what a
+row holds, written by the fold and compared by verify (exectrack.consumer.replay.verify)."""
 DEFINITION_COLUMNS = (
     "name", "description", "report_type", "category", "provider", "query_config",
     "scheduling_config", "notification_config", "parameters_schema", "is_active",

@@ -26,10 +26,6 @@ from sqlalchemy.dialects import mysql
 ID_COLLATION = "utf8mb4_bin"
 
 
-def timestamp6() -> mysql.TIMESTAMP:
-    return mysql.TIMESTAMP(fsp=6)
-
-
 class UtcTimestamp(TypeDecorator[datetime]):
     """TIMESTAMP(6) that accepts and returns timezone-aware UTC datetimes only."""
 

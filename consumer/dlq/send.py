@@ -17,7 +17,7 @@ record over the limit (min of the producer's       shrunk before sending (``lett
 ``KafkaTimeoutError`` or ``retriable`` = True      transient: retried with capped exponential
 (connection lost, not leader, leader not           backoff for as long as ``keep_going()``;
 available, request timed out, not enough           the offsets are not committed meanwhile
-replicas, storage error)                           (``writer.Stopped`` when told to stop)
+replicas, storage error)                           (``errors.Stopped`` when told to stop)
 ``UnknownTopicOrPartitionError``: the topic is     retried while the topic is missing for less
 missing (the broker does not auto-create:          than ``missing_grace_s``, then dropped
 deploy/local sets auto.create.topics.enable=false) (cause ``topic_missing``); the topic is
@@ -56,7 +56,6 @@ letters sent together never form a batch the topic refuses.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,7 +77,8 @@ from aiokafka.errors import (
 from exectrack.consumer import metrics
 from exectrack.consumer.dlq._topic import PROBE_EVERY_S, Topic
 from exectrack.consumer.dlq.letter import DeadLetter, Shrunk
-from exectrack.consumer.ingest.writer import Stopped
+from exectrack.consumer.errors import Stopped
+from exectrack.consumer.retry import Backoff
 from exectrack.producer.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -133,7 +133,8 @@ class DeadLetterQueue:
         request_timeout_ms: how long aiokafka retries a batch itself before the
             failure reaches ``send`` (and ``keep_going()`` is asked again).
         missing_grace_s: how long a missing topic is waited for before letters are dropped.
-        retry_initial_s, retry_max_s: backoff of transient failures (doubling, +-20% jitter).
+        retry_initial_s, retry_max_s: backoff of transient failures (doubling, +-20% jitter:
+            exectrack.consumer.retry.Backoff).
     """
 
     def __init__(
@@ -228,7 +229,7 @@ class DeadLetterQueue:
                 service is stopping or lost the partitions).
 
         Raises:
-            ``exectrack.consumer.ingest.writer.Stopped``: a transient failure persisted and
+            ``exectrack.consumer.errors.Stopped``: a transient failure persisted and
             ``keep_going()`` turned false; nothing may be committed past these
             letters (the next owner of the partition sends them again).
             RuntimeError: ``start()`` has not run.
@@ -236,7 +237,7 @@ class DeadLetterQueue:
         if self.producer is None:
             raise RuntimeError("DeadLetterQueue.start() has not run")
         delivery, pending = Delivery(), list(letters)
-        alone, delay = False, self.retry_initial_s  # alone: one letter per batch
+        alone, retries = False, 0  # alone: one letter per batch
         while pending:
             cause = await self._usable(keep_going)
             if cause is not None:
@@ -269,15 +270,16 @@ class DeadLetterQueue:
                 if not keep_going():
                     raise Stopped(transient[0])
                 metrics.DEAD_LETTER_RETRIES.inc()
+                retries += 1
+                backoff = Backoff(self.retry_initial_s, self.retry_max_s)
                 log.warning(
                     "dlq_retry",
                     dlq_topic=self.topic_name,
                     letters=len(pending),
                     error=transient[0],
-                    retry_in_s=round(delay, 2),
+                    retry_in_s=round(backoff.delay(retries), 2),
                 )
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
-                delay = min(delay * 2, self.retry_max_s)
+                await asyncio.sleep(backoff.wait(retries))
         return delivery
 
     async def _usable(self, keep_going: Callable[[], bool]) -> Cause | None:

@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,9 @@ from exectrack.consumer.errors import ConnectionLost, PoisonBatch, RowTooLarge, 
 from exectrack.consumer.ingest.anomalies import report_conflicts, report_out_of_range
 from exectrack.consumer.ingest.fold import ExecutionFold
 from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retry import Backoff, retry
 from exectrack.consumer.settings import Settings
+from exectrack.producer.errors import ExectrackError
 from exectrack.producer.events import ReportDefinedEvent
 
 log = structlog.get_logger(__name__)
@@ -71,10 +72,6 @@ class Outcome:
         self.skipped_purged += result.executions_skipped_purged
         self.reports_defined += result.reports_defined
         self.placeholders += result.placeholders
-
-
-class Stopped(Exception):
-    """keep_going() turned false while a retriable failure persisted."""
 
 
 PROBE_TIMEOUT_S = 10.0
@@ -205,9 +202,10 @@ class BatchWriter:
         outcome: Outcome,
         keep_going: Callable[[], bool],
     ) -> WriteResult:
-        delay = self.retry_initial_s
         lost = 0  # connections lost in a row while the server answers a probe
-        while True:
+
+        async def attempt() -> WriteResult:
+            nonlocal lost
             outcome.attempts += 1
             started = asyncio.get_running_loop().time()
             try:
@@ -216,27 +214,35 @@ class BatchWriter:
                         conn, executions, definitions, self.policy,
                         max_statement_bytes=self.max_statement_bytes,
                     )  # fmt: skip
-                metrics.DB_WRITE_SECONDS.observe(asyncio.get_running_loop().time() - started)
-                return result
             except Exception as exc:
                 error = classify(exc)
                 metrics.DB_ERRORS.labels(kind=type(error).__name__).inc()
-                if not isinstance(error, StorageError):
-                    raise error from exc
-                # an outage (the probe fails) or any other failure breaks the row
-                lost = (
-                    lost + 1
-                    if isinstance(error, ConnectionLost) and await self._server_answers()
-                    else 0
-                )
-                if lost >= self.lost_connection_limit:
-                    raise PoisonBatch(
-                        f"the connection was lost {lost} times in a row on these rows while "
-                        "the server answers a new connection (a statement it hangs up on: "
-                        f"larger than max_allowed_packet, or one that crashes it): {error}"
-                    ) from exc
-                if not keep_going():
-                    raise Stopped(str(error)) from exc
-                log.warning("db_retry", error=str(error), retry_in_s=round(delay, 2))
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
-                delay = min(delay * 2, self.retry_max_s)
+                if isinstance(error, StorageError):
+                    # an outage (the probe fails) or any other failure breaks the row
+                    lost = (
+                        lost + 1
+                        if isinstance(error, ConnectionLost) and await self._server_answers()
+                        else 0
+                    )
+                    if lost >= self.lost_connection_limit:
+                        raise PoisonBatch(
+                            f"the connection was lost {lost} times in a row on these rows while "
+                            "the server answers a new connection (a statement it hangs up on: "
+                            f"larger than max_allowed_packet, or one that crashes it): {error}"
+                        ) from exc
+                if error is exc:  # already classified (RowTooLarge, from write_batch)
+                    raise
+                raise error from exc
+            metrics.DB_WRITE_SECONDS.observe(asyncio.get_running_loop().time() - started)
+            return result
+
+        def retrying(error: ExectrackError, _retry: int, delay: float) -> None:
+            log.warning("db_retry", error=str(error), retry_in_s=round(delay, 2))
+
+        return await retry(
+            attempt,
+            classify=classify,
+            backoff=Backoff(self.retry_initial_s, self.retry_max_s),
+            keep_going=keep_going,
+            on_retry=retrying,
+        )

@@ -38,7 +38,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer.db.engine import create_engine
-from exectrack.consumer.db.repository import EXECUTIONS, REPORTS
+from exectrack.consumer.db.keyset import pages
+from exectrack.consumer.db.repository import EXECUTION_COLUMNS, EXECUTIONS, REPORTS
 from exectrack.consumer.settings import DatabaseSettings
 from exectrack.producer.errors import ExectrackError
 
@@ -48,7 +49,6 @@ PAGE_SIZE = 5000
 MAX_SHOWN = 20
 VALUE_WIDTH = 120
 
-EXECUTION_COLUMNS = tuple(c.name for c in EXECUTIONS.columns if c.name != "id")
 REPORT_COLUMNS = tuple(
     c.name for c in REPORTS.columns if c.name not in {"id", "created_at", "updated_at"}
 )
@@ -258,20 +258,11 @@ def report_filter(newer_than: datetime | None) -> Ignore:
 async def keyset(
     engine: AsyncEngine, table: Table, key: str, columns: Sequence[str], page_size: int = PAGE_SIZE
 ) -> AsyncIterator[Row]:
-    """Every row of ``table`` in ``key`` order, ``page_size`` rows a query."""
-    selected = [table.c[c] for c in dict.fromkeys([key, *columns])]
-    last: str | None = None
-    while True:
-        query = select(*selected).order_by(table.c[key]).limit(page_size)
-        if last is not None:
-            query = query.where(table.c[key] > last)
-        async with engine.connect() as conn:
-            page = (await conn.execute(query)).mappings().all()
+    """Every row of ``table`` in ``key`` order, ``page_size`` rows a query (db.keyset.pages)."""
+    query = select(*(table.c[c] for c in dict.fromkeys([key, *columns])))
+    async for page in pages(engine, query, (table.c[key],), page_size):
         for row in page:
-            yield dict(row)
-        if len(page) < page_size:
-            return
-        last = page[-1][key]
+            yield dict(row._mapping)
 
 
 async def verify(

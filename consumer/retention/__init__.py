@@ -8,8 +8,8 @@
 - ``jobs``: purge and reap on a schedule inside the consumer process
 - ``cli``: the commands ``purge``, ``reap``, ``retention show|check|reapply``
 
-``policy`` and ``policy_file`` import nothing else of the consumer; the fold and the
-settings use them.
+``policy`` and ``policy_file`` import nothing else of the consumer but its errors
+(exectrack.consumer.errors); the fold and the settings use them.
 """
 
 __all__ = ["cli", "jobs", "policy", "policy_file", "purge", "reap", "reapply"]

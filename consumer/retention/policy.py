@@ -20,7 +20,6 @@ durations (``P90D``, ``PT36H``), a number and one unit (``90d``, ``36h``,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -33,6 +32,7 @@ from pydantic import (
     field_validator,
 )
 
+from exectrack.consumer.errors import BadPeriod
 from exectrack.producer.events import TERMINAL_STATUSES, ExecutionStatus, ReportCategory, ReportType
 
 DAY = timedelta(days=1)
@@ -40,10 +40,6 @@ NEVER = "never"
 _SHORT = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 _TIMEDELTA: TypeAdapter[timedelta] = TypeAdapter(timedelta)
-
-
-class BadPeriod(ValueError):
-    """A period that is not a duration, or is negative."""
 
 
 def parse_period(value: Any) -> timedelta | None:
@@ -177,8 +173,3 @@ def format_period(period: timedelta | None) -> str:
     if seconds or not parts:
         parts.append(f"{seconds:g}s")
     return " ".join(parts)
-
-
-def names(values: Iterable[Any]) -> str:
-    """``a, b, c``: allowed values listed in error messages."""
-    return ", ".join(str(v) for v in values)

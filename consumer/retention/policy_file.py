@@ -37,7 +37,8 @@ import click
 from pydantic.fields import FieldInfo
 from pydantic_settings import PydanticBaseSettingsSource
 
-from exectrack.consumer.retention.policy import BadPeriod, parse_period
+from exectrack.consumer.errors import BadPeriod
+from exectrack.consumer.retention.policy import parse_period
 from exectrack.producer.errors import ExectrackError
 from exectrack.producer.events import TERMINAL_STATUSES, ReportCategory, ReportType
 

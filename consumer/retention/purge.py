@@ -39,7 +39,6 @@ the topic's retention).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,18 +46,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, select, text
+from sqlalchemy import ColumnElement, delete, func, literal, or_, select, text
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exectrack.consumer import metrics
-from exectrack.consumer.db import packet
+from exectrack.consumer.db import keyset, packet
 from exectrack.consumer.db.repository import EXECUTIONS, REPORTS, TOMBSTONES, classify, key_runs
-from exectrack.consumer.errors import StorageError
 from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retry import JOB_ATTEMPTS, JOB_BACKOFF, retry
+from exectrack.producer.errors import ExectrackError
 
 log = structlog.get_logger(__name__)
-RETRIES = 5  # per chunk, for deadlocks, lock wait timeouts and lost connections
 
 
 @dataclass(frozen=True)
@@ -116,24 +115,25 @@ class PurgeSummary:
         )
 
 
-def not_held(policy: RetentionPolicy) -> list[ColumnElement[bool]]:
-    """WHERE clauses leaving out the executions and reports on hold (``[]``: no holds)."""
+def _holds(policy: RetentionPolicy, *, held: bool) -> list[ColumnElement[bool]]:
+    """One clause per kind of hold the policy has: the rows it holds (``held``), or not."""
     c = EXECUTIONS.c
-    clauses: list[ColumnElement[bool]] = []
-    if policy.hold_executions:
-        clauses.append(c.execution_id.not_in(sorted(policy.hold_executions)))
-    if policy.hold_reports:
-        clauses.append(c.report_id.not_in(sorted(policy.hold_reports)))
-    return clauses
+    kinds = ((c.execution_id, policy.hold_executions), (c.report_id, policy.hold_reports))
+    return [
+        column.in_(sorted(ids)) if held else column.not_in(sorted(ids))
+        for column, ids in kinds
+        if ids
+    ]
+
+
+def not_held(policy: RetentionPolicy) -> list[ColumnElement[bool]]:
+    """Clauses (to AND) that leave out the executions ``policy`` holds: none without holds."""
+    return _holds(policy, held=False)
 
 
 def _held(policy: RetentionPolicy) -> ColumnElement[bool] | None:
-    c = EXECUTIONS.c
-    clauses: list[ColumnElement[bool]] = []
-    if policy.hold_executions:
-        clauses.append(c.execution_id.in_(sorted(policy.hold_executions)))
-    if policy.hold_reports:
-        clauses.append(c.report_id.in_(sorted(policy.hold_reports)))
+    """The executions ``policy`` holds (None: it holds none)."""
+    clauses = _holds(policy, held=True)
     return or_(*clauses) if clauses else None
 
 
@@ -233,18 +233,17 @@ async def delete_with_tombstones(conn: AsyncConnection, ids: list[int], now: dat
 async def _delete_chunk(
     engine: AsyncEngine, ids: list[int], now: datetime, summary: PurgeSummary
 ) -> int:
-    for attempt in range(RETRIES):
-        try:
-            async with engine.begin() as conn:
-                return await delete_with_tombstones(conn, ids, now)
-        except Exception as exc:
-            error = classify(exc)
-            if not isinstance(error, StorageError) or attempt == RETRIES - 1:
-                raise error from exc
-            summary.retries += 1
-            log.warning("purge_retry", error=str(error)[:200], attempt=attempt + 1)
-            await asyncio.sleep(0.05 * 2**attempt)
-    return 0  # unreachable
+    async def attempt() -> int:
+        async with engine.begin() as conn:
+            return await delete_with_tombstones(conn, ids, now)
+
+    def retrying(error: ExectrackError, retry_number: int, _delay: float) -> None:
+        summary.retries += 1
+        log.warning("purge_retry", error=str(error)[:200], attempt=retry_number)
+
+    return await retry(
+        attempt, classify=classify, backoff=JOB_BACKOFF, attempts=JOB_ATTEMPTS, on_retry=retrying
+    )
 
 
 async def expire_tombstones(engine: AsyncEngine, older_than: datetime, chunk: int = 1000) -> int:
@@ -277,36 +276,27 @@ async def _purge(
     on_chunk: Callable[[int], None] | None,
 ) -> None:
     c = EXECUTIONS.c
-    base = [c.retention_until <= summary.now, *not_held(policy)]
-    cursor: tuple[datetime, int] | None = None
     async with engine.connect() as conn:  # a chunk's ids travel in IN lists: max_allowed_packet
         statement_limit = await packet.statement_limit(conn)
     chunk = min(options.chunk_size, packet.ids_per_statement(statement_limit))
-    while options.max_rows is None or summary.deleted < options.max_rows:
-        limit = chunk
-        if options.max_rows is not None:
-            limit = min(limit, options.max_rows - summary.deleted)
-        where = list(base)
-        if cursor is not None:
-            until, last_id = cursor
-            where += [c.retention_until >= until, or_(c.retention_until > until, c.id > last_id)]
-        query = select(c.id, c.retention_until).where(and_(*where))
-        query = query.order_by(c.retention_until, c.id).limit(limit)
-        async with engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        if not rows:
-            return
-        cursor = (rows[-1][1], rows[-1][0])
-        deleted = await _delete_chunk(engine, [r[0] for r in rows], summary.now, summary)
+
+    def room() -> int:  # rows the next chunk may take (0: max_rows reached)
+        if options.max_rows is None:
+            return chunk
+        return min(chunk, options.max_rows - summary.deleted)
+
+    query = select(c.id, c.retention_until).where(
+        c.retention_until <= summary.now, *not_held(policy)
+    )
+    async for rows in keyset.pages(
+        engine, query, (c.retention_until, c.id), room, pause_s=options.pause_ms / 1000
+    ):
+        deleted = await _delete_chunk(engine, [r.id for r in rows], summary.now, summary)
         summary.deleted += deleted
         summary.chunks += 1
         metrics.PURGE_ROWS_DELETED.inc(deleted)
         if on_chunk is not None:
             on_chunk(summary.deleted)
-        if len(rows) < limit:
-            return
-        if options.pause_ms:
-            await asyncio.sleep(options.pause_ms / 1000)
 
 
 async def purge(

@@ -36,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer import metrics
+from exectrack.consumer.db import keyset
 from exectrack.consumer.db.repository import EXECUTIONS
 from exectrack.consumer.retention.purge import NamedLock, lock_name
 from exectrack.producer.events import EventType, ExecutionEvent, ExecutionStatus, execution_event
@@ -107,25 +108,11 @@ async def find_stale(
     """Batches of open executions whose last event is older than ``cutoff``."""
     c = EXECUTIONS.c
     for status in OPEN:
-        cursor: tuple[datetime, int] | None = None
-        while True:
-            query = select(c.id, c.execution_id, c.report_id, c.status, c.last_event_at).where(
-                c.status == status, c.last_event_at < cutoff
-            )
-            if cursor is not None:
-                query = query.where(
-                    c.last_event_at >= cursor[0],
-                    (c.last_event_at > cursor[0]) | (c.id > cursor[1]),
-                )
-            query = query.order_by(c.last_event_at, c.id).limit(batch_size)
-            async with engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
-            if not rows:
-                break
-            cursor = (rows[-1].last_event_at, rows[-1].id)
+        query = select(c.id, c.execution_id, c.report_id, c.status, c.last_event_at).where(
+            c.status == status, c.last_event_at < cutoff
+        )
+        async for rows in keyset.pages(engine, query, (c.last_event_at, c.id), batch_size):
             yield [Stale(r.execution_id, r.report_id, r.status, r.last_event_at) for r in rows]
-            if len(rows) < batch_size:
-                break
 
 
 def timed_out_event(stale: Stale, *, now: datetime, after_s: float, host: str) -> ExecutionEvent:

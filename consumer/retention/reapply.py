@@ -15,7 +15,6 @@ transaction per batch. ``dry_run`` counts what would change and writes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,19 +22,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer import metrics
+from exectrack.consumer.db import keyset
 from exectrack.consumer.db.repository import EXECUTIONS, REPORTS, classify
-from exectrack.consumer.errors import StorageError
 from exectrack.consumer.ingest.fold import ExecutionFold
 from exectrack.consumer.retention.policy import RetentionPolicy
+from exectrack.consumer.retry import JOB_ATTEMPTS, JOB_BACKOFF, retry
 from exectrack.producer.events import ReportCategory, ReportType
 
 COLUMNS = ("id", "execution_id", "report_id", "status", "end_time", "retention_until",
            "created_at", "last_event_at", "fold_keys")  # fmt: skip
 Kind = tuple[ReportType | None, ReportCategory | None]
-RETRIES = 5
 
 
 def fold_retention(row: Mapping[str, Any], policy: RetentionPolicy, kind: Kind) -> datetime | None:
@@ -85,16 +84,6 @@ def _select() -> Any:
     )
 
 
-async def _batch(
-    conn: AsyncConnection, after: int, size: int, report_ids: Sequence[str] | None
-) -> list[dict[str, Any]]:
-    e = EXECUTIONS.c
-    query = _select().where(e.id > after).order_by(e.id).limit(size)
-    if report_ids:
-        query = query.where(e.report_id.in_(report_ids))
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
-
-
 def _changes(
     rows: list[dict[str, Any]], policy: RetentionPolicy
 ) -> dict[int, tuple[datetime | None, datetime | None]]:
@@ -110,42 +99,36 @@ def _changes(
 async def _apply(engine: AsyncEngine, ids: list[int], policy: RetentionPolicy) -> int:
     """Lock the rows, recompute from what is stored now, update those still different."""
     e = EXECUTIONS.c
-    for attempt in range(RETRIES):
-        try:
-            async with engine.begin() as conn:
-                locked = select(*(e[c] for c in COLUMNS)).where(e.id.in_(ids))
-                rows = [
-                    dict(r)
-                    for r in (
-                        await conn.execute(locked.order_by(e.id).with_for_update())
-                    ).mappings()
-                ]
-                report_ids = sorted({r["report_id"] for r in rows})
-                kinds_query = select(REPORTS.c.report_id, REPORTS.c.report_type, REPORTS.c.category)
-                kinds = {
-                    rid: (t, c)
-                    for rid, t, c in await conn.execute(
-                        kinds_query.where(REPORTS.c.report_id.in_(report_ids))
-                    )
-                }
-                for row in rows:
-                    row["report_type"], row["category"] = kinds.get(row["report_id"], (None, None))
-                changes = _changes(rows, policy)
-                if changes:
-                    stmt = (
-                        update(EXECUTIONS)
-                        .where(e.id == bindparam("row_id"))
-                        .values(retention_until=bindparam("until", type_=e.retention_until.type))
-                    )
-                    params = [{"row_id": i, "until": new} for i, (_, new) in changes.items()]
-                    await conn.execute(stmt, params)
-                return len(changes)
-        except Exception as exc:
-            error = classify(exc)
-            if not isinstance(error, StorageError) or attempt == RETRIES - 1:
-                raise error from exc
-            await asyncio.sleep(0.05 * 2**attempt)
-    return 0  # unreachable
+
+    async def attempt() -> int:
+        async with engine.begin() as conn:
+            locked = select(*(e[c] for c in COLUMNS)).where(e.id.in_(ids))
+            rows = [
+                dict(r)
+                for r in (await conn.execute(locked.order_by(e.id).with_for_update())).mappings()
+            ]
+            report_ids = sorted({r["report_id"] for r in rows})
+            kinds_query = select(REPORTS.c.report_id, REPORTS.c.report_type, REPORTS.c.category)
+            kinds = {
+                rid: (t, c)
+                for rid, t, c in await conn.execute(
+                    kinds_query.where(REPORTS.c.report_id.in_(report_ids))
+                )
+            }
+            for row in rows:
+                row["report_type"], row["category"] = kinds.get(row["report_id"], (None, None))
+            changes = _changes(rows, policy)
+            if changes:
+                stmt = (
+                    update(EXECUTIONS)
+                    .where(e.id == bindparam("row_id"))
+                    .values(retention_until=bindparam("until", type_=e.retention_until.type))
+                )
+                params = [{"row_id": i, "until": new} for i, (_, new) in changes.items()]
+                await conn.execute(stmt, params)
+            return len(changes)
+
+    return await retry(attempt, classify=classify, backoff=JOB_BACKOFF, attempts=JOB_ATTEMPTS)
 
 
 async def reapply(
@@ -173,13 +156,11 @@ async def reapply(
     """
     started = time.perf_counter()
     summary = ReapplySummary(dry_run, sorted(report_ids) if report_ids else None)
-    now, after = clock(), 0
-    while True:
-        async with engine.connect() as conn:
-            rows = await _batch(conn, after, batch_size, summary.report_ids)
-        if not rows:
-            break
-        after = rows[-1]["id"]
+    now, query = clock(), _select()
+    if summary.report_ids:
+        query = query.where(EXECUTIONS.c.report_id.in_(summary.report_ids))
+    async for page in keyset.pages(engine, query, (EXECUTIONS.c.id,), batch_size):
+        rows = [dict(r._mapping) for r in page]
         summary.batches += 1
         summary.scanned += len(rows)
         changes = _changes(rows, policy)

@@ -28,8 +28,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exectrack.consumer.db import fastsql
+from exectrack.consumer.errors import Stopped
 from exectrack.consumer.ingest.fold import fold_events
-from exectrack.consumer.ingest.writer import BatchWriter, Stopped
+from exectrack.consumer.ingest.writer import BatchWriter
 from exectrack.consumer.retention.policy import RetentionPolicy
 from exectrack.consumer.service import ConsumerService
 from exectrack.producer._fields import MAX_JSON_FIELD_BYTES

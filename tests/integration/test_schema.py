@@ -13,16 +13,21 @@ import pytest
 from alembic.util.exc import CommandError
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exectrack.consumer.db import migrate
-from exectrack.consumer.db.engine import create_engine, sessionmaker
+from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.db.models import Report, ReportExecution, User
 from exectrack.consumer.settings import DatabaseSettings
 from exectrack.producer.events import CloudProvider, ReportCategory, ReportType
 
 STATUS = ("pending", "running", "completed", "failed", "cancelled", "timeout")
 TRIGGER = ("manual", "scheduled", "api", "webhook")
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """ORM sessions on ``engine`` (the consumer itself writes with Core statements only)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def enum(values: tuple[str, ...]) -> str:

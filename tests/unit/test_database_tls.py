@@ -14,7 +14,8 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from exectrack.consumer.db.engine import DatabaseTlsError, create_engine, tls_context
+from exectrack.consumer.db.engine import create_engine, tls_context
+from exectrack.consumer.errors import DatabaseTlsError
 from exectrack.consumer.failures import database_failure, database_reason
 from exectrack.consumer.settings import DatabaseSettings, Settings
 from exectrack.producer.diagnose import kafka_reason

@@ -115,7 +115,7 @@ async def test_nothing_is_written_after_a_batch_was_abandoned_on_stop(
 
 async def test_an_abandoned_batch_stops_later_commits(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real _process: the writer gives up on stop, so nothing after it may commit."""
-    from exectrack.consumer.ingest.writer import Stopped
+    from exectrack.consumer.errors import Stopped
 
     svc = ConsumerService(Settings())
 

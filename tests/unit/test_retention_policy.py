@@ -10,13 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from exectrack.consumer.errors import BadPeriod
 from exectrack.consumer.ingest.fold import ExecutionFold, fold_events
-from exectrack.consumer.retention.policy import (
-    BadPeriod,
-    RetentionPolicy,
-    format_period,
-    parse_period,
-)
+from exectrack.consumer.retention.policy import RetentionPolicy, format_period, parse_period
 from exectrack.consumer.retention.reap import REAPER_SOURCE, Stale, timed_out_event
 from exectrack.consumer.retention.reapply import fold_retention
 from exectrack.producer.events import (
