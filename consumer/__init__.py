@@ -15,9 +15,9 @@ it without raises ``ImportError`` whose message names what to install.
   at the command line)
 """
 
-from exectrack._extras import INSTALL_HINT, missing_consumer_modules
+from exectrack._extras import INSTALL_HINT, missing_consumer_requirements
 
-if _missing := missing_consumer_modules():
+if _missing := missing_consumer_requirements():
     raise ImportError(
         f"exectrack.consumer needs the consumer extra ({', '.join(_missing)} missing): "
         f"{INSTALL_HINT}"

@@ -298,3 +298,7 @@ def _verify(settings: Settings, live: str, rebuilt: str, newer: Any, **options: 
 
 for _command in RETENTION_COMMANDS:  # purge, reap, retention (exectrack.consumer.retention.cli)
     main.add_command(_command)
+
+
+if __name__ == "__main__":  # python -m exectrack.consumer.cli
+    main()

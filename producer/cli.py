@@ -224,7 +224,12 @@ def _utc(value: datetime) -> datetime:
 @click.option("--duplicate-ratio", type=click.FloatRange(0, 1), default=0.01, show_default=True)
 @click.option("--reorder-ratio", type=click.FloatRange(0, 1), default=0.1, show_default=True)
 @click.option("--invalid-ratio", type=click.FloatRange(0, 1), default=0.01, show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Draw a progress bar on stderr (needs rich: the `simulate` extra). "
+    "Default: when stderr is a terminal and rich is installed.",
+)
 @click.option(
     "--start",
     type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
@@ -241,10 +246,14 @@ def _utc(value: datetime) -> datetime:
 @click.pass_obj
 def simulate(
     deps: Deps, executions: int, seed: int, rate: float | None, reports: int, users: int,
-    duplicate_ratio: float, reorder_ratio: float, invalid_ratio: float, progress: bool,
+    duplicate_ratio: float, reorder_ratio: float, invalid_ratio: float, progress: bool | None,
     start: datetime | None, create_topics: bool,
 ) -> None:  # fmt: skip
     """Publish a deterministic simulation (same seed, same bytes) and print the achieved rate."""
+    if progress is None:
+        progress = sys.stderr.isatty() and rich_installed()
+    elif progress and not rich_installed():  # before any connection: one line, exit 1
+        raise click.ClickException(f"--progress needs rich: {SIMULATE_HINT}")
     settings = deps.settings()
     config = SimConfig(
         executions=executions,
@@ -274,3 +283,7 @@ def simulate(
         return
     if failed:
         sys.exit(1)
+
+
+if __name__ == "__main__":  # python -m exectrack.producer.cli
+    main()

@@ -30,6 +30,7 @@ Valid values are exactly ``to_json(event)``; generating needs no pydantic
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -225,7 +226,8 @@ async def run_simulation(
     to stdout.
 
     Raises:
-        click.UsageError: ``progress`` without rich installed (one line naming the extra).
+        ModuleNotFoundError: ``progress`` without rich installed (its message names
+            the extra); ``rich_installed()`` tells beforehand.
     """
     tally = _Tally(retry_until=time.monotonic() + retry_for)
     bucket = TokenBucket(rate) if rate else None
@@ -280,6 +282,17 @@ async def run_simulation(
     return report
 
 
+SIMULATE_HINT = "pip install 'exectrack[simulate]'"
+
+
+def rich_installed() -> bool:
+    """Whether the progress bar can be drawn (rich, the ``simulate`` extra, is importable)."""
+    try:
+        return importlib.util.find_spec("rich") is not None
+    except ValueError:  # a module object without __spec__ stands in for it: it is there
+        return True
+
+
 def _no_progress(**_: Any) -> None:
     """What ``run_simulation`` calls instead of the bar's update without ``progress``."""
 
@@ -297,7 +310,7 @@ def _progress_bar() -> Progress:
             TimeRemainingColumn,
         )
     except ImportError:
-        raise click.UsageError("--progress needs rich: pip install 'exectrack[simulate]'") from None
+        raise ModuleNotFoundError(f"--progress needs rich: {SIMULATE_HINT}", name="rich") from None
     return Progress(
         TextColumn("[bold]simulate"),
         BarColumn(),
