@@ -20,7 +20,6 @@ from pathlib import Path
 from tests.support.deploy import ROOT
 
 PACKAGE = "exectrack"
-SOURCES = ("consumer", "producer")
 """Folders of the checkout; the wheel installs each as ``exectrack.<folder>`` (pyproject
 ``sources``)."""
 
@@ -38,16 +37,12 @@ class Import:
 def module_files(root: Path = ROOT) -> dict[str, Path]:
     """{module name: file} of every exectrack module in the checkout at ``root``
     (``__init__.py`` names its package)."""
-    found = {
-        f"{PACKAGE}.{path.stem}" if path.stem != "__init__" else PACKAGE: path
-        for path in sorted((root / PACKAGE).glob("*.py"))
-    }
-    for folder in SOURCES:
-        for path in sorted((root / folder).rglob("*.py")):
-            parts = path.relative_to(root / folder).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            found[".".join((PACKAGE, folder, *parts))] = path
+    found: dict[str, Path] = {}
+    for path in sorted((root / "src" / PACKAGE).rglob("*.py")):
+        parts = path.relative_to(root / "src").with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
     return found
 
 

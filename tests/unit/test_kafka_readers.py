@@ -17,7 +17,7 @@ import pytest
 from exectrack.consumer.kafka import ISOLATION_LEVEL, reader
 
 ROOT = Path(__file__).resolve().parents[2]
-FACTORY = Path("consumer/kafka.py")
+FACTORY = Path("src/exectrack/consumer/kafka.py")
 SKIPPED_DIRS = {"build", "dist", "node_modules", "__pycache__"}
 
 
@@ -78,8 +78,8 @@ def test_the_scan_sees_the_known_readers() -> None:
     """The scan is not vacuous: it finds the readers this code base is known to have."""
     scanned = dict(sources())
     known = [
-        "consumer/service.py",  # consume
-        "consumer/replay/rebuild.py",  # replay
+        "src/exectrack/consumer/service.py",  # consume
+        "src/exectrack/consumer/replay/rebuild.py",  # replay
         "tests/support/kafka.py",  # read_all, committed_lag
         "bench/consumer.py",  # the drain ceiling, the naive loop, the group lag
     ]

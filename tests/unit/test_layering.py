@@ -78,16 +78,16 @@ def test_a_circle_is_found_and_deferred_imports_do_not_count(tmp_path: Path) -> 
     deferred = write(
         tmp_path / "deferred",
         {
-            "exectrack/__init__.py": "",
-            "producer/__init__.py": "",
-            "consumer/__init__.py": "",
-            "consumer/a.py": "from exectrack.consumer.b import B\n",
-            "consumer/b.py": (
+            "src/exectrack/__init__.py": "",
+            "src/exectrack/producer/__init__.py": "",
+            "src/exectrack/consumer/__init__.py": "",
+            "src/exectrack/consumer/a.py": "from exectrack.consumer.b import B\n",
+            "src/exectrack/consumer/b.py": (
                 "from typing import TYPE_CHECKING\n"
                 "if TYPE_CHECKING:\n    from exectrack.consumer.c import C\n"
                 "def f():\n    from exectrack.consumer import a\n"
             ),
-            "consumer/c.py": "from .a import A\n",
+            "src/exectrack/consumer/c.py": "from .a import A\n",
         },
     )
     graph = import_graph(deferred)
@@ -100,15 +100,15 @@ def test_a_circle_is_found_and_deferred_imports_do_not_count(tmp_path: Path) -> 
     circle = write(
         tmp_path / "circle",
         {
-            "exectrack/__init__.py": "",
-            "producer/__init__.py": "",
-            "consumer/__init__.py": "",
-            "consumer/db/__init__.py": "",
-            "consumer/a.py": "import exectrack.consumer.b\n",
-            "consumer/b.py": (
+            "src/exectrack/__init__.py": "",
+            "src/exectrack/producer/__init__.py": "",
+            "src/exectrack/consumer/__init__.py": "",
+            "src/exectrack/consumer/db/__init__.py": "",
+            "src/exectrack/consumer/a.py": "import exectrack.consumer.b\n",
+            "src/exectrack/consumer/b.py": (
                 "try:\n    from exectrack.consumer.db import c\nexcept ImportError:\n    pass\n"
             ),
-            "consumer/db/c.py": "class C:\n    from ..a import A\n",
+            "src/exectrack/consumer/db/c.py": "class C:\n    from ..a import A\n",
         },
     )
     graph = import_graph(circle)

@@ -215,3 +215,26 @@ def test_simulate_starts_now_by_default(deps: Deps, memory: InMemoryPublisher) -
     times = [e.time for e in memory.events]
     assert times
     assert min(times) >= before - timedelta(seconds=1)
+
+
+def test_simulate_without_rich_draws_no_bar_by_default(
+    deps: Deps, memory: InMemoryPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a user: `pip install exectrack` (no rich) and `simulate` failed, because
+    the progress bar was on by default. Now it is on only where it can be drawn."""
+    monkeypatch.setattr("exectrack.producer.cli.rich_installed", lambda: False)
+    code, out, err = invoke(deps, "simulate", "--executions", "5")
+    assert code == 0, err
+    assert "messages acknowledged" in out
+    assert memory.messages
+
+
+def test_simulate_progress_without_rich_is_one_line_before_connecting(
+    deps: Deps, memory: InMemoryPublisher, created: list[KafkaSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr("exectrack.producer.cli.rich_installed", lambda: False)
+    code, out, err = invoke(deps, "simulate", "--executions", "5", "--progress")
+    assert code == 1
+    assert err == "Error: --progress needs rich: pip install 'exectrack[simulate]'\n"
+    assert (out, created, memory.messages) == ("", [], [])

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import click
 import pytest
 
+from exectrack.producer._traffic import VALID
 from exectrack.producer.errors import InvalidEvent, InvalidReason
 from exectrack.producer.events import (
     CONTENT_TYPE,
@@ -207,12 +207,11 @@ def test_start_and_source_are_honoured() -> None:
         next(generate(SimConfig(start=datetime(2037, 12, 1, tzinfo=UTC))))
 
 
-def test_generating_is_fast() -> None:
-    config = SimConfig(executions=20_000)
-    started = time.perf_counter()
-    count = sum(1 for _ in records(config))
-    rate = count / (time.perf_counter() - started)
-    assert rate > 60_000, f"{rate:,.0f} messages/s"  # ~190,000/s here; a loaded CI is slower
+def test_generating_counts_every_message() -> None:
+    """How fast it generates is bench's business (bench.producer), not a timed unit test."""
+    config = SimConfig(executions=2_000)
+    kinds = Counter(record.kind for record in records(config))
+    assert kinds[VALID] >= 2_000 * 3  # each execution: at least pending, started, a terminal
 
 
 # ---------------------------------------------------------------- run_simulation
@@ -299,7 +298,7 @@ async def test_progress_without_rich_names_the_extra(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(builtins, "__import__", no_rich)
     async with InMemoryPublisher() as pub:
-        with pytest.raises(click.UsageError, match=r"pip install 'exectrack\[simulate\]'"):
+        with pytest.raises(ModuleNotFoundError, match=r"pip install 'exectrack\[simulate\]'"):
             await run_simulation(pub, SimConfig(executions=5), progress=True)
 
 

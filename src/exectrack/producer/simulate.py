@@ -30,8 +30,8 @@ Valid values are exactly ``to_json(event)``; generating needs no pydantic
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import contextlib
+import importlib.util
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ADMIT_EVERY",
     "IN_FLIGHT",
+    "SIMULATE_HINT",
     "RawSink",
     "SimConfig",
     "SimMessage",
@@ -75,6 +76,7 @@ __all__ = [
     "TokenBucket",
     "generate",
     "records",
+    "rich_installed",
     "run_simulation",
 ]
 

@@ -36,7 +36,13 @@ from exectrack.producer.events import (
 )
 from exectrack.producer.publisher import Delivery, Publisher, ensure_topics
 from exectrack.producer.settings import KafkaSettings, ProducerSettings
-from exectrack.producer.simulate import RawSink, SimConfig, run_simulation
+from exectrack.producer.simulate import (
+    SIMULATE_HINT,
+    RawSink,
+    SimConfig,
+    rich_installed,
+    run_simulation,
+)
 
 __all__ = ["Deps", "main"]
 

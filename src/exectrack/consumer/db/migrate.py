@@ -12,8 +12,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-# resolve(): in a checkout exectrack/consumer is a symlink to the top-level consumer/
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # exectrack/consumer
+_CHECKOUT = _PACKAGE_DIR.parents[2]  # src/exectrack/consumer -> the repository's root
 
 
 def script_location() -> Path:
@@ -22,7 +22,7 @@ def script_location() -> Path:
     Raises:
         FileNotFoundError: neither exists (a broken install).
     """
-    for candidate in (_PACKAGE_DIR.parent / "migrations", _PACKAGE_DIR / "_migrations"):
+    for candidate in (_CHECKOUT / "migrations", _PACKAGE_DIR / "_migrations"):
         if (candidate / "env.py").is_file():
             return candidate
     raise FileNotFoundError(
