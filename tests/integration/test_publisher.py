@@ -30,6 +30,7 @@ from exectrack.producer.simulate import SimConfig, generate
 from exectrack.producer.sync import SyncPublisher, track_sync
 from exectrack.producer.tracking import track
 from tests.conftest import Topics
+from tests.support.kafka import wait_for_leaders
 
 T = EventType
 HEADERS = [("content-type", CONTENT_TYPE.encode())]
@@ -222,6 +223,9 @@ async def test_ensure_topics_creates_both_and_is_idempotent(topics: Topics) -> N
     try:
         assert sorted(await ensure_topics(settings)) == [name, f"{name}.dlq"]
         assert await ensure_topics(settings) == []
+        # a loaded broker may answer a describe before the new topic's metadata has
+        # propagated (0 partitions): wait until it is usable, as every reader does
+        await wait_for_leaders(topics.bootstrap, [name, f"{name}.dlq"])
         found = await admin.describe_topics([name, f"{name}.dlq"])
         described = {t["topic"]: len(t["partitions"]) for t in found}
         assert described == {name: 5, f"{name}.dlq": 1}

@@ -102,7 +102,8 @@ class FakeMetadata:
         return self.dists[name.lower()][0]
 
     def requires(self, name: str) -> list[str]:
-        return self.version(name) and self.dists[name.lower()][1]
+        self.version(name)  # PackageNotFoundError as the real one
+        return self.dists[name.lower()][1]
 
 
 EXECTRACK_REQUIRES = [
