@@ -116,8 +116,8 @@ def plan_stream(executions: int = 54) -> Plan:
         ended = started + timedelta(seconds=61 * (i % 12 + 1))
         if fate in TERMINAL_TYPE or fate == "late":
             status = "completed" if fate == "late" else fate
-            explicit = {"duration_ms": 4242 * i} if i % 9 == 7 else {}
-            end = {"end_time": ended} if fate != "cancelled" else {}
+            explicit: dict[str, Any] = {"duration_ms": 4242 * i} if i % 9 == 7 else {}
+            end: dict[str, Any] = {"end_time": ended} if fate != "cancelled" else {}
             final = ev(TERMINAL_TYPE[status], eid, 3, report, ended, **end, **explicit)
             # a cancelled execution never started: no duration, no observation
             seconds = (
