@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.ingest.fold import fold_events
 from exectrack.consumer.ingest.writer import BatchWriter
+from exectrack.consumer.kafka import reader
 from exectrack.consumer.read.gauges import ExecutionGauges
 from exectrack.consumer.replay.rebuild import ReplayOptions, replay
 from exectrack.consumer.retention.policy import RetentionPolicy
@@ -201,7 +201,7 @@ async def table_terminal(engine: AsyncEngine, reports: tuple[str, ...]) -> Count
 async def rewind_group(topics: Topics) -> None:
     """Set the group's committed offsets back to 0 on every partition (the group is empty)."""
     partitions = await partitions_of(topics.bootstrap, topics.topic)
-    consumer = AIOKafkaConsumer(
+    consumer = reader(
         bootstrap_servers=topics.bootstrap, group_id=topics.group_id, enable_auto_commit=False
     )
     await consumer.start()
