@@ -2,11 +2,21 @@
 
 Names are part of the operator contract (dashboards and alerts reference them;
 deploy/ tests check they exist): add, never rename.
+
+The execution series (last block, docs/read/metrics.md) are labelled by
+``report_id``: their cardinality is bounded by the ``reports`` table (one row per
+report an event names), times 4 terminal statuses and 5 trigger values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from exectrack.consumer.ingest.fold import Terminal
 
 EVENTS_CONSUMED = Counter(
     "exectrack_events_consumed_total", "Kafka records read from the events topic."
@@ -152,3 +162,57 @@ RETENTION_REAPPLIED = Counter(
     "exectrack_retention_reapplied_rows_total",
     "Rows whose retention_until a reapply (command or schedule) changed.",
 )
+
+# executions (docs/read/metrics.md): what the rows say, not what the pipeline does
+NO_TRIGGER = "unknown"  # trigger_type label of a row no event gave a trigger_type
+EXECUTIONS_TERMINAL = Counter(
+    "exectrack_executions_terminal",
+    "Executions whose row became terminal (completed, failed, cancelled, timeout), counted "
+    "once, after the commit of the write that first made it terminal; never for duplicates, "
+    "later events or replays. trigger_type 'unknown': no event carried one.",
+    ["report_id", "status", "trigger_type"],
+)
+EXECUTION_DURATION = Histogram(
+    "exectrack_execution_duration_seconds",
+    "duration_ms of executions as their row first became terminal (those with a duration), "
+    "per report.",
+    ["report_id"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200),
+)
+EXECUTIONS_ACTIVE = Gauge(
+    "exectrack_executions_active",
+    "Executions pending or running now, by status, from the database every "
+    "EXECTRACK_EXECUTION_GAUGES_INTERVAL_S (every consumer exports the same value: use max).",
+    ["status"],
+)
+EXECUTIONS_STUCK = Gauge(
+    "exectrack_executions_stuck",
+    "Executions pending or running with no event for EXECTRACK_EXECUTION_STUCK_AFTER_S "
+    "(the reaper's definition of stale, with this window), from the database.",
+)
+EXECUTION_GAUGES_UPDATED = Gauge(
+    "exectrack_execution_gauges_timestamp_seconds",
+    "Unix time the execution gauges were last read from the database (0: never).",
+)
+
+
+def count_terminal(terminal: Iterable[Terminal]) -> None:
+    """Count executions that became terminal in a COMMITTED write (``WriteResult.terminal``).
+
+    One ``exectrack_executions_terminal_total`` increment each; their
+    ``duration_ms``, when known, observed in ``exectrack_execution_duration_seconds``.
+    """
+    for t in terminal:
+        trigger = str(t.trigger_type) if t.trigger_type is not None else NO_TRIGGER
+        EXECUTIONS_TERMINAL.labels(t.report_id, t.status, trigger).inc()
+        if t.duration_ms is not None:
+            EXECUTION_DURATION.labels(t.report_id).observe(t.duration_ms / 1000)
+
+
+def set_execution_gauges(active: Mapping[str, int], stuck: int, now: float) -> None:
+    """Set the execution gauges: ``active`` per status (pending and running, 0 when
+    absent), ``stuck``, and ``now`` (Unix seconds) as the time they were read."""
+    for status in ("pending", "running"):
+        EXECUTIONS_ACTIVE.labels(status).set(active.get(status, 0))
+    EXECUTIONS_STUCK.set(stuck)
+    EXECUTION_GAUGES_UPDATED.set(now)

@@ -42,6 +42,7 @@ from exectrack.consumer.ingest.decode import Batch, decode_yielding, tune_gc
 from exectrack.consumer.ingest.pipeline import WritePipeline
 from exectrack.consumer.ingest.writer import BatchWriter
 from exectrack.consumer.kafka import reader
+from exectrack.consumer.read.gauges import start_execution_gauges
 from exectrack.consumer.retention.jobs import start_retention_jobs
 from exectrack.consumer.settings import Settings
 from exectrack.producer.admin import ensure_topics, missing_topics
@@ -114,7 +115,7 @@ class ConsumerService:
             settings.database, idle_timeout_s=settings.db_idle_timeout_s
         )
         self._owns_engine = engine is None
-        self.writer = BatchWriter.of(self.engine, settings)
+        self.writer = BatchWriter.of(self.engine, settings, count_terminal=True)
         self.batch_lock = asyncio.Lock()
         self.generation = 0  # bumped by every rebalance
         self.abandoned = False  # a batch was left uncommitted on stop: commit nothing after it
@@ -458,8 +459,9 @@ class ConsumerService:
 async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) -> Totals:
     """Run until ``stop`` is set (or forever), then finish the batch, commit and leave.
 
-    Also serves the health endpoints (``health_port``; 0: none) and runs the
-    scheduled retention jobs the settings ask for, both stopped on the way out.
+    Also serves the health endpoints (``health_port``; 0: none), runs the
+    scheduled retention jobs the settings ask for and the execution gauges
+    (exectrack.consumer.read.gauges), all stopped on the way out.
 
     Returns:
         The service's ``Totals``.
@@ -473,12 +475,14 @@ async def run_service(settings: Settings, *, stop: asyncio.Event | None = None) 
 
     runner = await serve_health(service, settings.health_host, settings.health_port)
     jobs = start_retention_jobs(settings)  # scheduled purge/reap; none unless configured
+    gauges = start_execution_gauges(settings)  # executions active/stuck (0 s: off)
     watcher = None
     if stop is not None:
         watcher = asyncio.create_task(_forward(stop, service))
     try:  # a failure propagates: the command line reports it in one line (exectrack.consumer.cli)
         return await service.run()
     finally:
+        await gauges.stop()
         await jobs.stop()
         if watcher is not None:
             watcher.cancel()

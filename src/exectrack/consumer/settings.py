@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     health_port: int = Field(default=8080, ge=0, le=65535)  # 0 disables the HTTP server
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # execution gauges read from the database (exectrack_executions_active/_stuck,
+    # consumer/read/gauges.py): every this many seconds (0: off); stuck = pending or
+    # running with no event for this long (the reaper's stale, with a shorter window)
+    execution_gauges_interval_s: float = Field(default=30.0, ge=0)
+    execution_stuck_after_s: float = Field(default=900.0, gt=0)
 
     # retention jobs (docs/retention.md); an interval of 0 leaves the job to a CronJob
     purge_interval_s: float = Field(default=0.0, ge=0)  # run the purge inside the consumer

@@ -40,7 +40,7 @@ from exectrack.consumer.db import fastsql, packet
 from exectrack.consumer.db.models import PurgedExecution, Report, ReportExecution, User
 from exectrack.consumer.errors import ConcurrentInsert, ConnectionLost, PoisonBatch, StorageError
 from exectrack.consumer.ingest.anomalies import report_conflicts
-from exectrack.consumer.ingest.fold import ExecutionFold, OutOfRange
+from exectrack.consumer.ingest.fold import ExecutionFold, OutOfRange, Terminal, first_terminal
 from exectrack.consumer.retention.policy import RetentionPolicy
 from exectrack.producer.events import (
     ReportCategory,
@@ -108,6 +108,9 @@ class WriteResult:
     conflicts: tuple[tuple[str, str], ...] = ()
     # (execution_id, (field, event id, sent, stored)) of each out-of-range data time
     out_of_range: tuple[tuple[str, OutOfRange], ...] = ()
+    # rows this write made terminal for the first time (the stored status was not);
+    # counted by the consume loop once the transaction commits (ingest.writer)
+    terminal: tuple[Terminal, ...] = ()
 
 
 def _literal_bytes(value: Any) -> int:
@@ -373,6 +376,7 @@ async def write_batch(
 
     fresh: list[dict[str, Any]] = []
     replace: list[dict[str, Any]] = []
+    terminal: list[Terminal] = []
     for eid, fold in merged.items():
         report_id = fold.value("report_id")
         report_type, category = kinds[report_id]
@@ -380,11 +384,17 @@ async def write_batch(
             fold.status, report_type=report_type, category=category,
             report_id=report_id, execution_id=eid,
         )  # fmt: skip
-        (replace if eid in stored else fresh).append(fold.to_row(period))
+        row = fold.to_row(period)
+        (replace if eid in stored else fresh).append(row)
+        if first_terminal(stored[eid]["status"] if eid in stored else None, fold):
+            terminal.append(
+                Terminal(eid, report_id, str(fold.status), row["trigger_type"], row["duration_ms"])
+            )
     await fastsql.write_rows(conn, EXECUTION_COLUMNS, fresh, overwrite=False, limit=limit)
     await fastsql.write_rows(conn, EXECUTION_COLUMNS, replace, overwrite=True, limit=limit)
     conflicts = tuple((eid, i) for eid, fold in merged.items() for i in sorted(fold.conflicts))
     ranged = tuple((eid, o) for eid, fold in merged.items() for o in sorted(fold.out_of_range))
     return WriteResult(
-        len(fresh) + len(replace), defined, placeholders, len(purged), conflicts, ranged
-    )
+        len(fresh) + len(replace), defined, placeholders, len(purged), conflicts, ranged,
+        tuple(terminal),
+    )  # fmt: skip

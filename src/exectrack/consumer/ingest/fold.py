@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from exectrack.producer.events import (
     MAX_BIGINT,
@@ -359,6 +359,34 @@ def decode_keys(raw: Mapping[str, Any]) -> dict[str, OrderKey]:
     """The inverse of ``encode_keys``: field name (and ``"status"``) -> its order key."""
     distinct = [_decode_key(k) for k in raw["k"]]
     return {name: distinct[i] for name, i in raw["f"].items()}
+
+
+class Terminal(NamedTuple):
+    """An execution whose row a write made terminal for the first time (``first_terminal``).
+
+    The row's values as written: ``report_id``, ``status`` (completed, failed,
+    cancelled, timeout), ``trigger_type`` (None: no event carried it),
+    ``duration_ms`` (None: neither carried nor derivable).
+    """
+
+    execution_id: str
+    report_id: str
+    status: str
+    trigger_type: str | None
+    duration_ms: int | None
+
+
+def first_terminal(stored_status: str | None, merged: ExecutionFold) -> bool:
+    """Whether a write makes the row terminal for the first time.
+
+    ``stored_status``: the row's status as read (locked) before the merge, None
+    when there is no row; ``merged``: the state written. True when ``merged`` is
+    terminal and the stored row was not (absent, pending or running). A row
+    already terminal stays counted once, whatever later events do to it (a
+    duplicate, a late progress, another terminal event winning by its order key):
+    the rule behind ``exectrack_executions_terminal_total`` (docs/read/metrics.md).
+    """
+    return merged.terminal and (stored_status is None or stored_status not in TERMINAL_STATUSES)
 
 
 def fold_events(events: list[ExecutionEvent]) -> dict[str, ExecutionFold]:

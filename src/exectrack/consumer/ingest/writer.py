@@ -84,7 +84,10 @@ class BatchWriter:
     ``max_statement_bytes`` replaces the server's ``max_allowed_packet`` as the
     bound of one statement (None: the server's, exectrack.consumer.db.packet);
     ``lost_connection_limit`` is how many lost connections in a row, with the
-    server answering a probe after each, make a batch poison.
+    server answering a probe after each, make a batch poison. ``count_terminal``:
+    count the executions each committed transaction made terminal for the first
+    time (``metrics.count_terminal``); the consume loop's writer does, replay's
+    does not (a rebuild re-writes history that was counted when it happened).
     """
 
     engine: AsyncEngine
@@ -93,6 +96,7 @@ class BatchWriter:
     retry_max_s: float = 30.0
     max_statement_bytes: int | None = None
     lost_connection_limit: int = 3
+    count_terminal: bool = False
 
     @classmethod
     def of(cls, engine: AsyncEngine, settings: Settings, **overrides: Any) -> BatchWriter:
@@ -140,6 +144,10 @@ class BatchWriter:
         while True:
             try:
                 result = await self._write_retrying(executions, definitions, outcome, keep_going)
+                # committed: counted once here, never for a rolled-back attempt; a
+                # retry or a re-read batch finds the row terminal already (first_terminal)
+                if self.count_terminal:
+                    metrics.count_terminal(result.terminal)
                 outcome.add(result)
                 report_conflicts(result.conflicts)
                 report_out_of_range(result.out_of_range)
