@@ -296,5 +296,24 @@ def _verify(settings: Settings, live: str, rebuilt: str, newer: Any, **options: 
         raise SystemExit(1)
 
 
+@main.command("serve")
+@click.option("--host", help="Address to listen on. [default: EXECTRACK_READ__HOST, 127.0.0.1]")
+@click.option("--port", type=int, help="Port. [default: EXECTRACK_READ__PORT, 8081]")
+def serve_command(host: str | None, port: int | None) -> None:
+    """Serve the read-only HTTP API and the web page until SIGTERM/SIGINT (docs/read/api.md).
+
+    Bound to another address than loopback, it needs EXECTRACK_READ__TOKENS.
+    """
+    from exectrack.consumer.read.serve import serve
+
+    settings = Settings()
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if overrides:
+        read = settings.read.model_validate({**settings.read.model_dump(), **overrides})
+        settings = settings.model_copy(update={"read": read})
+    configure_logging(settings.log_format, settings.log_level)
+    serve(settings)
+
+
 for _command in RETENTION_COMMANDS:  # purge, reap, retention (exectrack.consumer.retention.cli)
     main.add_command(_command)
