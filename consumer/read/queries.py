@@ -13,15 +13,40 @@ Percentiles are nearest-rank (``percentile``): docs/read/queries.md.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Select,
+    Subquery,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exectrack.producer.events import ExecutionStatus, ReportCategory, ReportType, TriggerType
+from exectrack.consumer.db.repository import EXECUTIONS as E
+from exectrack.consumer.db.repository import REPORTS as R
+from exectrack.consumer.db.types import UtcTimestamp
+from exectrack.consumer.errors import BadQuery
+from exectrack.consumer.ingest.fold import decode_keys
+from exectrack.consumer.read import cursor as _cursor
+from exectrack.producer.events import (
+    TERMINAL_STATUSES,
+    ExecutionStatus,
+    ReportCategory,
+    ReportType,
+    TriggerType,
+)
 
 __all__ = [
+    "MAX_BUCKETS",
     "MAX_LIMIT",
     "SORT_KEYS",
     "DurationBucket",
@@ -43,7 +68,10 @@ SortKey = Literal["last_event_at", "created_at", "start_time", "end_time", "dura
 SORT_KEYS: tuple[str, ...] = get_args(SortKey)
 MAX_LIMIT = 500
 """The largest page ``list_executions`` and ``stuck_executions`` return."""
+MAX_BUCKETS = 10_000
+"""The most buckets ``duration_series`` computes in one call."""
 STUCK_STATUSES = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
+_MAX_SECONDS = 100 * 366 * 86400  # a window longer than the TIMESTAMP range is a mistake
 
 
 class ExecutionFilter(BaseModel):
@@ -55,7 +83,7 @@ class ExecutionFilter(BaseModel):
     execution's first event time), ``start_time`` and ``end_time``; an execution
     without a start/end time never matches a start/end range.
     ``stuck_for_s``: pending or running with no event for longer than this many
-    seconds (``last_event_at < now - stuck_for_s``, the database's clock).
+    seconds (``last_event_at < now - stuck_for_s``, now by this process's clock).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -72,7 +100,7 @@ class ExecutionFilter(BaseModel):
     started_to: AwareDatetime | None = None
     ended_from: AwareDatetime | None = None
     ended_to: AwareDatetime | None = None
-    stuck_for_s: float | None = Field(default=None, gt=0)
+    stuck_for_s: float | None = Field(default=None, gt=0, lt=_MAX_SECONDS)
 
 
 class ExecutionSummary(BaseModel):
@@ -183,6 +211,9 @@ class DurationBucket(BaseModel):
     p95_ms: int
 
 
+_SUMMARY = tuple(E.c[name] for name in ExecutionSummary.model_fields)
+
+
 async def list_executions(
     engine: AsyncEngine,
     flt: ExecutionFilter,
@@ -202,8 +233,9 @@ async def list_executions(
         descending: newest (largest) first when true.
         limit: rows a page, 1..``MAX_LIMIT``.
         cursor: the ``next_cursor`` of the page before (opaque, base64url of the
-            last row's sort value and ``id``), or None for the first page. A
-            cursor only continues the sort and direction that issued it.
+            last row's sort value and ``id``, exectrack.consumer.read.cursor), or
+            None for the first page. A cursor only continues the sort and
+            direction that issued it.
 
     Returns the page and ``next_cursor`` (None when this page is the last).
     Concatenated pages hold every selected row exactly once while the rows do not
@@ -213,55 +245,87 @@ async def list_executions(
         BadQuery: ``sort`` or ``limit`` out of domain (``argument`` names it).
         BadCursor: ``cursor`` malformed or issued for another sort/direction.
     """
-    raise NotImplementedError
+    if sort not in SORT_KEYS:
+        raise BadQuery("sort", f"{sort!r} is not one of {', '.join(SORT_KEYS)}")
+    _check_limit(limit)
+    col: Column[Any] = E.c[sort]
+    query = _filtered(select(*_SUMMARY), flt)
+    if cursor is not None:
+        value, last_id = _cursor.decode(cursor, sort, descending, is_time=sort != "duration_ms")
+        nullable = bool(col.nullable)
+        query = query.where(
+            _cursor.after(col, E.c.id, value, last_id, descending=descending, nullable=nullable)
+        )
+    order = (col.desc(), E.c.id.desc()) if descending else (col.asc(), E.c.id.asc())
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(*order).limit(limit + 1))).mappings().all()
+    items = [ExecutionSummary.model_validate(dict(row)) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = _cursor.encode(sort, descending, getattr(last, sort), last.id)
+    return ExecutionPage(items=items, next_cursor=next_cursor)
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery("limit", f"{limit!r} is not an integer in 1..{MAX_LIMIT}")
+
+
+def _filtered(query: Select[Any], flt: ExecutionFilter) -> Select[Any]:
+    """``query`` over ``report_executions`` with ``flt``'s criteria (all bound parameters)."""
+    clauses: list[ColumnElement[bool]] = []
+    if flt.status:
+        clauses.append(E.c.status.in_(flt.status))
+    if flt.report_id:
+        clauses.append(E.c.report_id.in_(flt.report_id))
+    if flt.trigger_type:
+        clauses.append(E.c.trigger_type.in_(flt.trigger_type))
+    if flt.started_by is not None:
+        clauses.append(E.c.started_by == flt.started_by)
+    for col, low, high in (
+        (E.c.created_at, flt.created_from, flt.created_to),
+        (E.c.start_time, flt.started_from, flt.started_to),
+        (E.c.end_time, flt.ended_from, flt.ended_to),
+    ):
+        if low is not None:
+            clauses.append(col >= low)
+        if high is not None:
+            clauses.append(col < high)
+    if flt.stuck_for_s is not None:
+        clauses.append(E.c.status.in_(STUCK_STATUSES))
+        clauses.append(E.c.last_event_at < _now() - timedelta(seconds=flt.stuck_for_s))
+    if flt.report_type is not None or flt.category is not None:
+        query = query.join(R, R.c.report_id == E.c.report_id)
+        if flt.report_type is not None:
+            clauses.append(R.c.report_type == flt.report_type)
+        if flt.category is not None:
+            clauses.append(R.c.category == flt.category)
+    return query.where(*clauses)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 async def get_execution(engine: AsyncEngine, execution_id: str) -> ExecutionDetail | None:
-    """The execution ``execution_id`` (exact, byte-wise match) with its provenance, or None."""
-    raise NotImplementedError
+    """The execution ``execution_id`` (exact, byte-wise match) with its provenance, or None.
 
-
-async def report_stats(
-    engine: AsyncEngine,
-    *,
-    since: datetime,
-    until: datetime,
-    report_id: str | None = None,
-) -> list[ReportStats]:
-    """Statistics per report of the executions created in ``[since, until)``.
-
-    One ``ReportStats`` per report with at least one such execution (only
-    ``report_id`` when given), ordered by ``report_id``. Percentiles are
-    nearest-rank: of the n durations sorted ascending, the p-th percentile is
-    the value at 1-based rank ``ceil(p * n)`` (p50: ``ceil(n/2)``, p95:
-    ``ceil(0.95 n)``); always one of the values, never interpolated.
-
-    Raises:
-        BadQuery: ``since``/``until`` naive, or ``until <= since``.
+    ``provenance`` is ``fold_keys`` decoded (exectrack.consumer.ingest.fold.decode_keys),
+    by field name in alphabetical order.
     """
-    raise NotImplementedError
-
-
-async def duration_series(
-    engine: AsyncEngine,
-    report_id: str,
-    *,
-    since: datetime,
-    until: datetime,
-    bucket_s: int,
-) -> list[DurationBucket]:
-    """Durations of ``report_id``'s executions that ended in ``[since, until)``, per bucket.
-
-    Buckets are ``bucket_s`` seconds from ``since`` (the last may end after
-    ``until``; only rows before ``until`` count); only buckets with at least one
-    execution with a ``duration_ms`` are returned, in time order. p50/p95 are
-    nearest-rank (as ``report_stats``).
-
-    Raises:
-        BadQuery: ``bucket_s`` < 1, naive times, ``until <= since``, or more than
-            10,000 buckets.
-    """
-    raise NotImplementedError
+    async with engine.connect() as conn:
+        query = select(E).where(E.c.execution_id == execution_id)
+        row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        return None
+    values = dict(row)
+    keys = decode_keys(values.pop("fold_keys"))
+    values["provenance"] = {
+        name: FieldSource(event_id=k[3], rank=k[0], sequence=k[1], time=k[2])
+        for name, k in sorted(keys.items())
+    }
+    return ExecutionDetail.model_validate(values)
 
 
 async def stuck_executions(
@@ -274,6 +338,178 @@ async def stuck_executions(
     ``ExecutionFilter(stuck_for_s=older_than_s)`` sorted ascending.
 
     Raises:
-        BadQuery: ``older_than_s`` <= 0 or ``limit`` out of 1..``MAX_LIMIT``.
+        BadQuery: ``older_than_s`` not > 0 or ``limit`` out of 1..``MAX_LIMIT``.
     """
-    raise NotImplementedError
+    if isinstance(older_than_s, bool) or not (
+        isinstance(older_than_s, int | float) and 0 < older_than_s < _MAX_SECONDS
+    ):
+        raise BadQuery("older_than_s", f"{older_than_s!r} is not a number of seconds > 0")
+    flt = ExecutionFilter(stuck_for_s=older_than_s)
+    page = await list_executions(engine, flt, descending=False, limit=limit)
+    return page.items
+
+
+def _window(since: datetime, until: datetime) -> None:
+    for name, value in (("since", since), ("until", until)):
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise BadQuery(name, f"{value!r} is not an aware datetime")
+    if until <= since:
+        raise BadQuery("until", f"{until.isoformat()} is not after since ({since.isoformat()})")
+
+
+def _nearest_rank(percent: int, n: ColumnElement[int]) -> ColumnElement[int]:
+    """``ceil(percent / 100 * n)`` in integer arithmetic (exact: no float rounding)."""
+    return (n * percent + 99).op("DIV")(100)
+
+
+def _percentiles(ranked: Subquery, group: ColumnElement[Any]) -> Select[Any]:
+    """p50, p95, max and count of ``ranked.c.d`` per ``group`` (``ranked``: d, rn, n)."""
+    d, rn, n = ranked.c.d, ranked.c.rn, ranked.c.n
+    return select(
+        group,
+        func.count().label("count"),
+        func.max(case((rn == _nearest_rank(50, n), d))).label("p50"),
+        func.max(case((rn == _nearest_rank(95, n), d))).label("p95"),
+        func.max(d).label("max"),
+    ).group_by(group)
+
+
+async def report_stats(
+    engine: AsyncEngine,
+    *,
+    since: datetime,
+    until: datetime,
+    report_id: str | None = None,
+) -> list[ReportStats]:
+    """Statistics per report of the executions created in ``[since, until)``.
+
+    "Created" is ``created_at``, the execution's first event time. One
+    ``ReportStats`` per report with at least one such execution (only
+    ``report_id`` when given), ordered by ``report_id``.
+
+    Percentiles are nearest-rank: of the n durations sorted ascending, the p-th
+    percentile is the value at 1-based rank ``ceil(p * n)`` (p50: ``ceil(n/2)``,
+    p95: ``ceil(0.95 n)``); always one of the values, never interpolated.
+    Computed with ``ROW_NUMBER()``/``COUNT(*) OVER (PARTITION BY report_id)``
+    (MySQL 8.0 and MariaDB 10.11; ``PERCENTILE_CONT`` is MariaDB's only).
+
+    Raises:
+        BadQuery: ``since``/``until`` naive, or ``until <= since``.
+    """
+    _window(since, until)
+    where = [E.c.created_at >= since, E.c.created_at < until]
+    if report_id is not None:
+        where.append(E.c.report_id == report_id)
+    counts = (
+        select(
+            E.c.report_id,
+            E.c.status,
+            func.count().label("n"),
+            func.coalesce(func.sum(E.c.records_processed), 0).label("records"),
+        )
+        .where(*where)
+        .group_by(E.c.report_id, E.c.status)
+    )
+    ranked = (
+        select(
+            E.c.report_id.label("g"),
+            E.c.duration_ms.label("d"),
+            func.row_number()
+            .over(partition_by=E.c.report_id, order_by=E.c.duration_ms)
+            .label("rn"),
+            func.count().over(partition_by=E.c.report_id).label("n"),
+        )
+        .where(*where, E.c.duration_ms.is_not(None))
+        .subquery()
+    )
+    async with engine.connect() as conn:
+        count_rows = (await conn.execute(counts)).all()
+        durations = {r.g: r for r in (await conn.execute(_percentiles(ranked, ranked.c.g))).all()}
+        ids = sorted({r.report_id for r in count_rows})
+        names = (
+            dict(
+                (await conn.execute(select(R.c.report_id, R.c.name).where(R.c.report_id.in_(ids))))
+                .tuples()
+                .all()
+            )
+            if ids
+            else {}
+        )
+    return [_stats(rid, count_rows, durations.get(rid), names.get(rid)) for rid in ids]
+
+
+def _stats(report_id: str, count_rows: Sequence[Any], dur: Any, name: str | None) -> ReportStats:
+    counts = dict.fromkeys(ExecutionStatus, 0)
+    records = 0
+    for row in count_rows:
+        if row.report_id == report_id:
+            counts[ExecutionStatus(row.status)] = int(row.n)
+            records += int(row.records)
+    terminal = sum(counts[s] for s in TERMINAL_STATUSES)
+    return ReportStats(
+        report_id=report_id,
+        name=name,
+        counts=counts,
+        total=sum(counts.values()),
+        success_rate=counts[ExecutionStatus.COMPLETED] / terminal if terminal else None,
+        duration_p50_ms=None if dur is None else int(dur.p50),
+        duration_p95_ms=None if dur is None else int(dur.p95),
+        duration_max_ms=None if dur is None else int(dur.max),
+        records_processed=records,
+    )
+
+
+async def duration_series(
+    engine: AsyncEngine,
+    report_id: str,
+    *,
+    since: datetime,
+    until: datetime,
+    bucket_s: int,
+) -> list[DurationBucket]:
+    """Durations of ``report_id``'s executions that ended in ``[since, until)``, per bucket.
+
+    Bucket k is ``[since + k*bucket_s, since + (k+1)*bucket_s)`` by ``end_time``
+    (the last may reach past ``until``; only rows before ``until`` count). Only
+    buckets with at least one execution with a ``duration_ms`` are returned, in
+    time order. p50/p95 are nearest-rank (as ``report_stats``), per bucket.
+
+    Raises:
+        BadQuery: ``bucket_s`` not an integer >= 1, naive times, ``until <= since``,
+            or more than ``MAX_BUCKETS`` buckets.
+    """
+    _window(since, until)
+    if isinstance(bucket_s, bool) or not isinstance(bucket_s, int) or bucket_s < 1:
+        raise BadQuery("bucket_s", f"{bucket_s!r} is not an integer number of seconds >= 1")
+    if (until - since) / timedelta(seconds=bucket_s) > MAX_BUCKETS:
+        raise BadQuery("bucket_s", f"{bucket_s}s makes more than {MAX_BUCKETS} buckets")
+    start = bindparam("since", since, type_=UtcTimestamp())
+    offset = func.timestampdiff(literal_column("MICROSECOND"), start, E.c.end_time)
+    bucket = offset.op("DIV")(bucket_s * 1_000_000)
+    ranked = (
+        select(
+            bucket.label("g"),
+            E.c.duration_ms.label("d"),
+            func.row_number().over(partition_by=bucket, order_by=E.c.duration_ms).label("rn"),
+            func.count().over(partition_by=bucket).label("n"),
+        )
+        .where(
+            E.c.report_id == report_id,
+            E.c.end_time >= since,
+            E.c.end_time < until,
+            E.c.duration_ms.is_not(None),
+        )
+        .subquery()
+    )
+    query = _percentiles(ranked, ranked.c.g).order_by(ranked.c.g)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        DurationBucket(
+            start=since + int(r.g) * timedelta(seconds=bucket_s),
+            count=int(r.count),
+            p50_ms=int(r.p50),
+            p95_ms=int(r.p95),
+        )
+        for r in rows
+    ]
