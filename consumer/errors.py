@@ -17,6 +17,7 @@
      ├── PolicyFileError (exectrack.consumer.retention.policy_file)  a bad policy file
      ├── ReplayError (exectrack.consumer.replay.report)   a replay cannot run as asked
      ├── VerifyError (exectrack.consumer.replay.verify)   a comparison cannot be made
+     ├── DeadLetterTopicMissing (LookupError)  the dead-letter topic to browse does not exist
      └── StartupFailed                    the service cannot start as configured
           ├── HealthServerFailed          EXECTRACK_HEALTH_PORT in use, host not ours
           └── TopicMissing                EXECTRACK_CREATE_TOPICS=false, no such topic
@@ -110,6 +111,13 @@ class BadPeriod(ExectrackError, ValueError):
 
     Raised by ``exectrack.consumer.retention.policy.parse_period``; a ``ValueError``
     too, so pydantic reports it as a settings validation error.
+    """
+
+
+class DeadLetterTopicMissing(ExectrackError, LookupError):
+    """The dead-letter topic to read does not exist (``exectrack.consumer.dlq.browse``).
+
+    ``str()`` names the topic and the setting (``EXECTRACK_KAFKA__DLQ_TOPIC``).
     """
 
 
