@@ -19,9 +19,11 @@
      ├── VerifyError (exectrack.consumer.replay.verify)   a comparison cannot be made
      ├── BadQuery (ValueError)            a read-side query argument out of its domain
      │    └── BadCursor                   a pagination cursor this query did not issue
+     ├── DeadLetterTopicMissing (LookupError)  the dead-letter topic to browse does not exist
      └── StartupFailed                    the service cannot start as configured
           ├── HealthServerFailed          EXECTRACK_HEALTH_PORT in use, host not ours
-          └── TopicMissing                EXECTRACK_CREATE_TOPICS=false, no such topic
+          ├── TopicMissing                EXECTRACK_CREATE_TOPICS=false, no such topic
+          └── ServeRefused (exectrack.consumer.read.serve)  open to others without tokens
 
 ``exectrack.consumer.db.repository.classify`` turns SQLAlchemy/driver errors into these,
 so the loop decides retry vs isolate by one flag (exectrack.consumer.retry). ``StartupFailed``
@@ -137,6 +139,13 @@ class BadCursor(BadQuery):
 
     def __init__(self, problem: str) -> None:
         super().__init__("cursor", problem)
+
+
+class DeadLetterTopicMissing(ExectrackError, LookupError):
+    """The dead-letter topic to read does not exist (``exectrack.consumer.dlq.browse``).
+
+    ``str()`` names the topic and the setting (``EXECTRACK_KAFKA__DLQ_TOPIC``).
+    """
 
 
 class StartupFailed(ExectrackError):
