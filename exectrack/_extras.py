@@ -14,6 +14,7 @@ __all__ = ["CONSUMER_MODULES", "INSTALL_HINT", "consumer_main", "missing_consume
 
 CONSUMER_MODULES = (
     "sqlalchemy", "aiomysql", "alembic", "prometheus_client", "aiohttp", "rich", "tenacity",
+    "fastapi", "uvicorn", "jinja2",
 )  # fmt: skip
 """Import names of the ``consumer`` extra's distributions (pyproject.toml)."""
 

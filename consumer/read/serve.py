@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+from types import FrameType
 
 import structlog
 import uvicorn
@@ -30,6 +31,19 @@ class ServeRefused(StartupFailed):
     """``serve`` cannot start as configured: open to others without tokens, or the port taken."""
 
     event = "serve_refused"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM/SIGINT end it with exit status 0.
+
+    uvicorn re-raises the signal it caught once it has drained (so a default
+    handler kills the process, status -15); a requested stop is a clean exit here,
+    as for ``consume``.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def check_access(settings: Settings) -> None:
@@ -78,7 +92,7 @@ def serve(settings: Settings) -> None:
         build_app(settings), log_config=None, access_log=False, proxy_headers=True,
         server_header=False, timeout_graceful_shutdown=10,
     )  # fmt: skip
-    server = uvicorn.Server(config)
+    server = _Server(config)
     shown = f"[{read.host}]" if ":" in read.host else read.host
     log.info(
         "serving", url=f"http://{shown}:{sock.getsockname()[1]}/",

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from exectrack.consumer.read.queries import ExecutionFilter, ExecutionPage
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -30,6 +29,7 @@ from pydantic import ValidationError
 
 from exectrack.consumer.read import queries
 from exectrack.consumer.read.access import COOKIE, context, not_found, token_ok
+from exectrack.consumer.read.queries import ExecutionFilter, ExecutionPage
 from exectrack.producer.events import ExecutionStatus, ReportCategory, ReportType, TriggerType
 
 __all__ = ["WINDOWS", "pages", "parse_filter"]
@@ -59,9 +59,6 @@ def _env() -> Environment:
         sort_keys=queries.SORT_KEYS, windows=list(WINDOWS), poll=POLL,
     )  # fmt: skip
     return env
-
-
-templates = Jinja2Templates(env=_env())
 
 
 def _ts(value: datetime | None) -> str:
@@ -104,6 +101,9 @@ def _percent(rate: float | None) -> str:
 
 def _number(value: int | None) -> str:
     return "" if value is None else f"{value:,}".replace(",", "\u202f")
+
+
+templates = Jinja2Templates(env=_env())
 
 
 def parse_filter(params: Any) -> tuple[ExecutionFilter, dict[str, Any], str | None]:
