@@ -218,7 +218,8 @@ def test_jobs() -> None:
 @needs_kustomize
 def test_migrations_first_selector(rendered: list[dict[str, Any]]) -> None:
     """docs/operations.md applies
-    `-l 'app.kubernetes.io/component notin (consumer,read,purge,reap)'` first: it must pick the Job and everything the Job needs, and no Deployment or CronJob."""
+    `-l 'app.kubernetes.io/component notin (consumer,read,purge,reap)'` first: it must
+    pick the Job and everything the Job needs, and no Deployment or CronJob."""
     excluded = {"consumer", "read", "purge", "reap"}
     first = [
         r
