@@ -359,7 +359,7 @@ def _window(since: datetime, until: datetime) -> None:
 
 def _nearest_rank(percent: int, n: ColumnElement[int]) -> ColumnElement[int]:
     """``ceil(percent / 100 * n)`` in integer arithmetic (exact: no float rounding)."""
-    return (n * percent + 99).op("DIV")(100)
+    return (n * percent + 99).self_group().op("DIV")(100)
 
 
 def _percentiles(ranked: Subquery, group: ColumnElement[Any]) -> Select[Any]:
@@ -426,15 +426,10 @@ async def report_stats(
         count_rows = (await conn.execute(counts)).all()
         durations = {r.g: r for r in (await conn.execute(_percentiles(ranked, ranked.c.g))).all()}
         ids = sorted({r.report_id for r in count_rows})
-        names = (
-            dict(
-                (await conn.execute(select(R.c.report_id, R.c.name).where(R.c.report_id.in_(ids))))
-                .tuples()
-                .all()
-            )
-            if ids
-            else {}
-        )
+        names: dict[str, str] = {}
+        if ids:
+            query = select(R.c.report_id, R.c.name).where(R.c.report_id.in_(ids))
+            names = {row.report_id: row.name for row in (await conn.execute(query)).all()}
     return [_stats(rid, count_rows, durations.get(rid), names.get(rid)) for rid in ids]
 
 
@@ -485,7 +480,7 @@ async def duration_series(
         raise BadQuery("bucket_s", f"{bucket_s}s makes more than {MAX_BUCKETS} buckets")
     start = bindparam("since", since, type_=UtcTimestamp())
     offset = func.timestampdiff(literal_column("MICROSECOND"), start, E.c.end_time)
-    bucket = offset.op("DIV")(bucket_s * 1_000_000)
+    bucket = offset.self_group().op("DIV")(bucket_s * 1_000_000)
     ranked = (
         select(
             bucket.label("g"),
