@@ -479,7 +479,9 @@ async def duration_series(
     if (until - since) / timedelta(seconds=bucket_s) > MAX_BUCKETS:
         raise BadQuery("bucket_s", f"{bucket_s}s makes more than {MAX_BUCKETS} buckets")
     start = bindparam("since", since, type_=UtcTimestamp())
-    offset = func.timestampdiff(literal_column("MICROSECOND"), start, E.c.end_time)
+    offset: ColumnElement[int] = func.timestampdiff(
+        literal_column("MICROSECOND"), start, E.c.end_time
+    )
     bucket = offset.self_group().op("DIV")(bucket_s * 1_000_000)
     ranked = (
         select(

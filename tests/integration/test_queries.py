@@ -50,6 +50,8 @@ from tests.stack import Services
 from tests.support.reads import STUCK_FOR_S, dataset, nearest_rank, ordered, seed, selected
 
 S = ExecutionStatus
+Row = dict[str, Any]
+Known = tuple[AsyncEngine, list[Row]]
 NOW = datetime.now(UTC)
 
 
@@ -69,7 +71,7 @@ async def new_database_module(stack: Services) -> AsyncIterator[MakeDatabase]:
 
 
 @pytest.fixture(scope="module")
-async def known(new_database_module: MakeDatabase) -> AsyncIterator[tuple[AsyncEngine, list]]:
+async def known(new_database_module: MakeDatabase) -> AsyncIterator[Known]:
     """A migrated database holding ``dataset(NOW)``: (engine, the rows with their ids)."""
     url = await new_database_module()
     await migrate.upgrade(url)
@@ -126,9 +128,7 @@ FILTERS = [
 
 @pytest.mark.parametrize("flt", FILTERS, ids=lambda f: json.dumps(f.model_dump(mode="json",
                          exclude_defaults=True)))  # fmt: skip
-async def test_every_filter_selects_exactly_its_rows(
-    known: tuple[AsyncEngine, list], flt: ExecutionFilter
-) -> None:
+async def test_every_filter_selects_exactly_its_rows(known: Known, flt: ExecutionFilter) -> None:
     engine, rows = known
     expected = ordered(selected(rows, flt, NOW), "last_event_at", descending=True)
     assert expected, "the dataset must hold rows this filter selects"
@@ -142,7 +142,7 @@ async def test_every_filter_selects_exactly_its_rows(
 @pytest.mark.parametrize("sort", SORT_KEYS)
 @pytest.mark.parametrize("descending", [True, False])
 async def test_pages_concatenate_to_the_sorted_list(
-    known: tuple[AsyncEngine, list], sort: str, descending: bool
+    known: Known, sort: str, descending: bool
 ) -> None:
     engine, rows = known
     expected = ordered(rows, sort, descending)
@@ -161,7 +161,7 @@ async def test_pages_concatenate_to_the_sorted_list(
     assert [e for p in pages for e in p] == ordered(selected(rows, flt, NOW), sort, descending)
 
 
-async def test_a_page_holds_the_summary_columns(known: tuple[AsyncEngine, list]) -> None:
+async def test_a_page_holds_the_summary_columns(known: Known) -> None:
     engine, rows = known
     page = await list_executions(engine, ExecutionFilter(), sort="created_at", limit=3)
     by_id = {row["execution_id"]: row for row in rows}
@@ -184,9 +184,7 @@ def cursor_of(parts: Any) -> str:
         cursor_of(["last_event_at", True, 10**30, 1]), cursor_of(["last_event_at", True, 5, True]),
     ],
 )  # fmt: skip
-async def test_a_cursor_not_issued_for_this_listing_is_refused(
-    known: tuple[AsyncEngine, list], cursor: str
-) -> None:
+async def test_a_cursor_not_issued_for_this_listing_is_refused(known: Known, cursor: str) -> None:
     with pytest.raises(BadCursor) as caught:
         await list_executions(known[0], ExecutionFilter(), cursor=cursor)
     assert caught.value.argument == "cursor"
@@ -194,7 +192,7 @@ async def test_a_cursor_not_issued_for_this_listing_is_refused(
     assert str(caught.value).startswith("cursor: ")
 
 
-async def test_bad_arguments_name_the_argument(known: tuple[AsyncEngine, list]) -> None:
+async def test_bad_arguments_name_the_argument(known: Known) -> None:
     engine = known[0]
     calls: list[tuple[str, Any]] = [
         ("limit", list_executions(engine, ExecutionFilter(), limit=0)),
@@ -219,7 +217,7 @@ async def test_bad_arguments_name_the_argument(known: tuple[AsyncEngine, list]) 
         ExecutionFilter(created_from=datetime(2026, 1, 1))  # noqa: DTZ001 - naive on purpose
 
 
-async def test_stuck_executions_longest_silent_first(known: tuple[AsyncEngine, list]) -> None:
+async def test_stuck_executions_longest_silent_first(known: Known) -> None:
     engine, rows = known
     flt = ExecutionFilter(stuck_for_s=STUCK_FOR_S)
     expected = ordered(selected(rows, flt, NOW), "last_event_at", descending=False)
@@ -230,8 +228,8 @@ async def test_stuck_executions_longest_silent_first(known: tuple[AsyncEngine, l
     assert [e.execution_id for e in few] == expected[:3]
 
 
-def expected_stats(rows: list[dict], since: datetime, until: datetime) -> dict[str, dict]:
-    out: dict[str, dict] = {}
+def expected_stats(rows: list[Row], since: datetime, until: datetime) -> dict[str, Row]:
+    out: dict[str, Row] = {}
     names = {"r-a": "VPC inventory", "r-b": "SG audit", "r-c": "VPC cost", "r-d": "r-d"}
     for row in rows:
         if not since <= row["created_at"] < until:
@@ -258,9 +256,7 @@ def expected_stats(rows: list[dict], since: datetime, until: datetime) -> dict[s
 
 
 @pytest.mark.parametrize("window", [(80, 0), (50, 20), (30, 29)])
-async def test_report_stats_match_the_oracle(
-    known: tuple[AsyncEngine, list], window: tuple[int, int]
-) -> None:
+async def test_report_stats_match_the_oracle(known: Known, window: tuple[int, int]) -> None:
     engine, rows = known
     since, until = at(window[0]), at(window[1])
     expected = expected_stats(rows, since, until)
@@ -275,9 +271,7 @@ async def test_report_stats_match_the_oracle(
 
 
 @pytest.mark.parametrize("bucket_s", [3600, 6 * 3600, 86400])
-async def test_duration_series_match_the_oracle(
-    known: tuple[AsyncEngine, list], bucket_s: int
-) -> None:
+async def test_duration_series_match_the_oracle(known: Known, bucket_s: int) -> None:
     engine, rows = known
     since, until = at(70), at(10)
     buckets: dict[int, list[int]] = {}
@@ -315,7 +309,9 @@ async def scratch(new_database_module: MakeDatabase) -> AsyncIterator[AsyncEngin
         min_size=1,
     )
 )
-async def test_percentiles_are_nearest_rank(scratch: AsyncEngine, durations: dict) -> None:
+async def test_percentiles_are_nearest_rank(
+    scratch: AsyncEngine, durations: dict[str, list[int]]
+) -> None:
     t0 = datetime(2026, 6, 1, tzinfo=UTC)
     rows = [
         {"execution_id": f"{rid}{i}", "report_id": rid, "status": S.COMPLETED,

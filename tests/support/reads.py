@@ -23,7 +23,7 @@ from exectrack.consumer.read.queries import ExecutionFilter
 from exectrack.producer.events import TERMINAL_STATUSES, ExecutionStatus, TriggerType
 
 S = ExecutionStatus
-REPORT_ROWS = [
+REPORT_ROWS: list[dict[str, Any]] = [
     {"report_id": "r-a", "name": "VPC inventory", "report_type": "vpc_inventory",
      "category": "infrastructure"},
     {"report_id": "r-b", "name": "SG audit", "report_type": "security_group_audit",
@@ -95,7 +95,9 @@ async def seed(engine: AsyncEngine, rows: Sequence[dict[str, Any]]) -> list[dict
     return [{**row, "id": ids[row["execution_id"]]} for row in rows]
 
 
-def selected(rows: Sequence[dict[str, Any]], flt: ExecutionFilter, now: datetime) -> list[dict]:
+def selected(
+    rows: Sequence[dict[str, Any]], flt: ExecutionFilter, now: datetime
+) -> list[dict[str, Any]]:
     """The rows ``flt`` selects, by Python comparisons (half-open ranges, AND of criteria)."""
     kinds = {r["report_id"]: r for r in REPORT_ROWS}
 
