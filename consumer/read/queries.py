@@ -58,6 +58,7 @@ __all__ = [
     "ReportStats",
     "SortKey",
     "duration_series",
+    "filter_query",
     "get_execution",
     "list_executions",
     "report_stats",
@@ -249,7 +250,7 @@ async def list_executions(
         raise BadQuery("sort", f"{sort!r} is not one of {', '.join(SORT_KEYS)}")
     _check_limit(limit)
     col: Column[Any] = E.c[sort]
-    query = _filtered(select(*_SUMMARY), flt)
+    query = filter_query(select(*_SUMMARY), flt)
     if cursor is not None:
         value, last_id = _cursor.decode(cursor, sort, descending, is_time=sort != "duration_ms")
         nullable = bool(col.nullable)
@@ -272,8 +273,13 @@ def _check_limit(limit: int) -> None:
         raise BadQuery("limit", f"{limit!r} is not an integer in 1..{MAX_LIMIT}")
 
 
-def _filtered(query: Select[Any], flt: ExecutionFilter) -> Select[Any]:
-    """``query`` over ``report_executions`` with ``flt``'s criteria (all bound parameters)."""
+def filter_query(query: Select[Any], flt: ExecutionFilter) -> Select[Any]:
+    """``query`` (a SELECT from ``report_executions``) with ``flt``'s criteria in its WHERE.
+
+    Joins ``reports`` when ``flt`` names a report type or category. Every value
+    is a bound parameter. Used by ``list_executions`` and by the watch view's
+    counts (exectrack.consumer.read.watch).
+    """
     clauses: list[ColumnElement[bool]] = []
     if flt.status:
         clauses.append(E.c.status.in_(flt.status))
