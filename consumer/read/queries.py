@@ -58,6 +58,7 @@ __all__ = [
     "ReportStats",
     "SortKey",
     "duration_series",
+    "filter_query",
     "get_execution",
     "list_executions",
     "report_stats",
@@ -249,7 +250,7 @@ async def list_executions(
         raise BadQuery("sort", f"{sort!r} is not one of {', '.join(SORT_KEYS)}")
     _check_limit(limit)
     col: Column[Any] = E.c[sort]
-    query = _filtered(select(*_SUMMARY), flt)
+    query = filter_query(select(*_SUMMARY), flt)
     if cursor is not None:
         value, last_id = _cursor.decode(cursor, sort, descending, is_time=sort != "duration_ms")
         nullable = bool(col.nullable)
@@ -272,8 +273,13 @@ def _check_limit(limit: int) -> None:
         raise BadQuery("limit", f"{limit!r} is not an integer in 1..{MAX_LIMIT}")
 
 
-def _filtered(query: Select[Any], flt: ExecutionFilter) -> Select[Any]:
-    """``query`` over ``report_executions`` with ``flt``'s criteria (all bound parameters)."""
+def filter_query(query: Select[Any], flt: ExecutionFilter) -> Select[Any]:
+    """``query`` (a SELECT from ``report_executions``) with ``flt``'s criteria in its WHERE.
+
+    Joins ``reports`` when ``flt`` names a report type or category. Every value
+    is a bound parameter. Used by ``list_executions`` and by the watch view's
+    counts (exectrack.consumer.read.watch).
+    """
     clauses: list[ColumnElement[bool]] = []
     if flt.status:
         clauses.append(E.c.status.in_(flt.status))
@@ -359,7 +365,7 @@ def _window(since: datetime, until: datetime) -> None:
 
 def _nearest_rank(percent: int, n: ColumnElement[int]) -> ColumnElement[int]:
     """``ceil(percent / 100 * n)`` in integer arithmetic (exact: no float rounding)."""
-    return (n * percent + 99).op("DIV")(100)
+    return (n * percent + 99).self_group().op("DIV")(100)
 
 
 def _percentiles(ranked: Subquery, group: ColumnElement[Any]) -> Select[Any]:
@@ -426,15 +432,10 @@ async def report_stats(
         count_rows = (await conn.execute(counts)).all()
         durations = {r.g: r for r in (await conn.execute(_percentiles(ranked, ranked.c.g))).all()}
         ids = sorted({r.report_id for r in count_rows})
-        names = (
-            dict(
-                (await conn.execute(select(R.c.report_id, R.c.name).where(R.c.report_id.in_(ids))))
-                .tuples()
-                .all()
-            )
-            if ids
-            else {}
-        )
+        names: dict[str, str] = {}
+        if ids:
+            query = select(R.c.report_id, R.c.name).where(R.c.report_id.in_(ids))
+            names = {row.report_id: row.name for row in (await conn.execute(query)).all()}
     return [_stats(rid, count_rows, durations.get(rid), names.get(rid)) for rid in ids]
 
 
@@ -484,8 +485,10 @@ async def duration_series(
     if (until - since) / timedelta(seconds=bucket_s) > MAX_BUCKETS:
         raise BadQuery("bucket_s", f"{bucket_s}s makes more than {MAX_BUCKETS} buckets")
     start = bindparam("since", since, type_=UtcTimestamp())
-    offset = func.timestampdiff(literal_column("MICROSECOND"), start, E.c.end_time)
-    bucket = offset.op("DIV")(bucket_s * 1_000_000)
+    offset: ColumnElement[int] = func.timestampdiff(
+        literal_column("MICROSECOND"), start, E.c.end_time
+    )
+    bucket = offset.self_group().op("DIV")(bucket_s * 1_000_000)
     ranked = (
         select(
             bucket.label("g"),
