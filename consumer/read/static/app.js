@@ -12,6 +12,7 @@
   var options = {
     width: holder.clientWidth,
     height: 300,
+    tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },  // as the page: UTC
     scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max * 1.1 || 1]; } } },
     axes: [
       { stroke: "#667085", grid: { stroke: "#f0f2f5" } },
