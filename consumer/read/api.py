@@ -2,8 +2,9 @@
 
 ``build_app(settings)`` is the whole server of ``exectrack-consumer serve``:
 read-only JSON under ``/api`` (OpenAPI at ``/openapi.json``, Swagger UI at
-``/docs``), the pages (exectrack.consumer.read.web), ``/healthz`` (readiness:
-the read database answers) and ``/livez``. Every answer is computed from the
+``/docs``, served from the package like every asset), the pages
+(exectrack.consumer.read.web), ``/healthz`` (readiness: the read database
+answers) and ``/livez``. Every answer is computed from the
 database (or the dead-letter topic) at request time: no cache, no session, no
 per-process state, so replicas behind a load balancer agree (docs/read/api.md).
 
@@ -23,24 +24,16 @@ from typing import Annotated, Literal, TypeVar
 
 import structlog
 from aiokafka.errors import KafkaError
-from exectrack.consumer.dlq.browse import DeadLetterView, latest_dead_letters
-from exectrack.consumer.read.queries import (
-    DurationBucket,
-    ExecutionDetail,
-    ExecutionFilter,
-    ExecutionPage,
-    ExecutionSummary,
-    ReportStats,
-    SortKey,
-)
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.dlq.browse import DeadLetterView, latest_dead_letters
 from exectrack.consumer.errors import DeadLetterTopicMissing
 from exectrack.consumer.read import queries, web
 from exectrack.consumer.read.access import (
@@ -51,6 +44,15 @@ from exectrack.consumer.read.access import (
     not_found,
     presented_token,
     token_ok,
+)
+from exectrack.consumer.read.queries import (
+    DurationBucket,
+    ExecutionDetail,
+    ExecutionFilter,
+    ExecutionPage,
+    ExecutionSummary,
+    ReportStats,
+    SortKey,
 )
 from exectrack.consumer.settings import Settings
 from exectrack.producer.events import ExecutionStatus, ReportCategory, ReportType, TriggerType
@@ -220,6 +222,20 @@ def _probes(app: FastAPI) -> None:
         return "ok\n"
 
 
+SWAGGER_UI = "/static/vendor/swagger-ui-5.35.0"
+
+
+def _docs(app: FastAPI) -> None:
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="exectrack read API",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+        )  # fmt: skip
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
     return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
@@ -280,10 +296,13 @@ def build_app(settings: Settings) -> FastAPI:
         version=_version(),
         summary="Report executions, their statistics and dead letters (read-only).",
         lifespan=lifespan,
+        docs_url=None,  # served below from the vendored Swagger UI: no CDN
+        redoc_url=None,
     )
     app.add_exception_handler(SQLAlchemyError, _database_unavailable)
     _guard(app, settings)
     _probes(app)
+    _docs(app)
     app.include_router(api)
     app.include_router(web.pages)
     app.mount("/static", StaticFiles(packages=[("exectrack.consumer.read", "static")]))

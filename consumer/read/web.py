@@ -28,7 +28,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 
 from exectrack.consumer.read import queries
-from exectrack.consumer.read.access import COOKIE, context, not_found, token_ok
+from exectrack.consumer.read.access import COOKIE, context, token_ok
 from exectrack.consumer.read.queries import ExecutionFilter, ExecutionPage
 from exectrack.producer.events import ExecutionStatus, ReportCategory, ReportType, TriggerType
 
@@ -179,7 +179,9 @@ async def execution(request: Request, execution_id: str) -> Response:
     """One execution: its fields, the event that supplied each, its error details."""
     found = await queries.get_execution(context(request).engine, execution_id)
     if found is None:
-        raise not_found(f"execution {execution_id!r}")
+        return templates.TemplateResponse(
+            request, "notfound.html", {"what": f"execution {execution_id!r}"}, status_code=404
+        )
     as_json = {name: json.dumps(getattr(found, name), indent=2, sort_keys=True)
                for name in ("execution_parameters", "result_summary", "error_details")
                if getattr(found, name) is not None}  # fmt: skip

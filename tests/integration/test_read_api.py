@@ -207,7 +207,11 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
     } <= set(spec["paths"])
     names = {p["name"] for p in spec["paths"]["/api/executions"]["get"]["parameters"]}
     assert {"status", "report_id", "trigger_type", "created_from", "stuck_for_s", "cursor"} <= names
-    assert (await client.get("/docs")).status_code == 200
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert "/static/vendor/swagger-ui-5.35.0/swagger-ui-bundle.js" in docs.text
+    assert "https://" not in docs.text  # no CDN: users run it behind firewalls
+    assert (await client.get("/static/vendor/swagger-ui-5.35.0/swagger-ui.css")).status_code == 200
     assert (await client.get("/healthz")).text == "ok\n"
 
 

@@ -145,3 +145,7 @@ async def test_list_filter_detail_and_live_rows(
         driver.get(served + path)
         wait.until(ec.presence_of_element_located((By.TAG_NAME, "main")))
         shoot(driver, tmp_path / name)
+    # the API's Swagger UI renders from the vendored bundle (no CDN)
+    driver.get(served + "/docs")
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .opblock")))
+    shoot(driver, tmp_path / "docs.png")
