@@ -29,10 +29,10 @@ from pydantic import ValidationError
 
 from exectrack.consumer.read import queries
 from exectrack.consumer.read.access import COOKIE, context, token_ok
-from exectrack.consumer.read.queries import ExecutionFilter, ExecutionPage
+from exectrack.consumer.read.queries import DurationBucket, ExecutionFilter, ExecutionPage
 from exectrack.producer.events import ExecutionStatus, ReportCategory, ReportType, TriggerType
 
-__all__ = ["WINDOWS", "pages", "parse_filter"]
+__all__ = ["WINDOWS", "chart_data", "pages", "parse_filter"]
 
 LIST_FIELDS = ("status", "report_id", "trigger_type")
 TIME_FIELDS = ("created_from", "created_to", "started_from", "started_to", "ended_from", "ended_to")
@@ -197,6 +197,29 @@ def _window(request: Request) -> tuple[str, datetime, datetime]:
     return name, until - WINDOWS[name], until
 
 
+def chart_data(
+    series: list[DurationBucket], since: datetime, until: datetime, bucket_s: int
+) -> dict[str, Any]:
+    """The duration chart's data (seconds): x, p50, p95, and the window's ends.
+
+    A bucket without executions between two with some becomes a null point, so
+    the lines break there instead of bridging the gap (uPlot's default).
+    """
+    x: list[float] = []
+    p50: list[float | None] = []
+    p95: list[float | None] = []
+    for bucket in series:
+        start = bucket.start.timestamp()
+        if x and start - x[-1] > bucket_s:
+            x.append(x[-1] + bucket_s)
+            p50.append(None)
+            p95.append(None)
+        x.append(start)
+        p50.append(bucket.p50_ms / 1000)
+        p95.append(bucket.p95_ms / 1000)
+    return {"since": since.timestamp(), "until": until.timestamp(), "x": x, "p50": p50, "p95": p95}
+
+
 @pages.get("/reports", response_class=HTMLResponse)
 async def reports(request: Request) -> Response:
     """Every report's statistics over the window (``?window=1h|24h|7d|30d``)."""
@@ -216,11 +239,7 @@ async def report(request: Request, report_id: str) -> Response:
         engine, report_id, since=since, until=until, bucket_s=bucket_s
     )
     latest = await queries.list_executions(engine, ExecutionFilter(report_id=[report_id]), limit=15)
-    chart = {
-        "x": [b.start.timestamp() for b in series],
-        "p50": [b.p50_ms / 1000 for b in series],
-        "p95": [b.p95_ms / 1000 for b in series],
-    }
+    chart = chart_data(series, since, until, bucket_s)
     return templates.TemplateResponse(
         request, "report.html",
         {"report_id": report_id, "stats": stats[0] if stats else None, "window": name,

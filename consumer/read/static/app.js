@@ -13,7 +13,10 @@
     width: holder.clientWidth,
     height: 300,
     tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },  // as the page: UTC
-    scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max * 1.1 || 1]; } } },
+    scales: {
+      // the whole window, whatever the data covers (one bucket alone would stretch to years)
+      x: { time: true, range: function () { return [data.since, data.until]; } },
+      y: { range: function (u, min, max) { return [0, max * 1.1 || 1]; } } },
     axes: [
       { stroke: "#667085", grid: { stroke: "#f0f2f5" } },
       { stroke: "#667085", grid: { stroke: "#f0f2f5" }, values: seconds, size: 60 },
