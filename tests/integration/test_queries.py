@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,29 +44,13 @@ from exectrack.producer.events import (
     TriggerType,
     execution_event,
 )
-from tests.conftest import MakeDatabase, create_database, database_url_for, drop_database
-from tests.stack import Services
+from tests.conftest import MakeDatabase
 from tests.support.reads import STUCK_FOR_S, dataset, nearest_rank, ordered, seed, selected
 
 S = ExecutionStatus
 Row = dict[str, Any]
 Known = tuple[AsyncEngine, list[Row]]
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture(scope="module")
-async def new_database_module(stack: Services) -> AsyncIterator[MakeDatabase]:
-    """``new_database`` for a module: fresh databases, dropped after the module's tests."""
-    names: list[str] = []
-
-    async def make() -> str:
-        names.append(f"exectrack_test_{uuid.uuid4().hex[:12]}")
-        await create_database(stack.database_url, names[-1])
-        return database_url_for(stack.database_url, names[-1])
-
-    yield make
-    for name in names:
-        await drop_database(stack.database_url, name)
 
 
 @pytest.fixture(scope="module")
