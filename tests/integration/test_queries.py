@@ -36,7 +36,6 @@ from exectrack.consumer.read.queries import (
 from exectrack.consumer.retention.policy import RetentionPolicy
 from exectrack.consumer.settings import DatabaseSettings
 from exectrack.producer.events import (
-    TERMINAL_STATUSES,
     EventType,
     ExecutionStatus,
     ReportCategory,
@@ -45,7 +44,15 @@ from exectrack.producer.events import (
     execution_event,
 )
 from tests.conftest import MakeDatabase
-from tests.support.reads import STUCK_FOR_S, dataset, nearest_rank, ordered, seed, selected
+from tests.support.reads import (
+    STUCK_FOR_S,
+    dataset,
+    expected_stats,
+    nearest_rank,
+    ordered,
+    seed,
+    selected,
+)
 
 S = ExecutionStatus
 Row = dict[str, Any]
@@ -209,33 +216,6 @@ async def test_stuck_executions_longest_silent_first(known: Known) -> None:
     assert [e.execution_id for e in found] == expected
     few = await stuck_executions(engine, older_than_s=STUCK_FOR_S, limit=3)
     assert [e.execution_id for e in few] == expected[:3]
-
-
-def expected_stats(rows: list[Row], since: datetime, until: datetime) -> dict[str, Row]:
-    out: dict[str, Row] = {}
-    names = {"r-a": "VPC inventory", "r-b": "SG audit", "r-c": "VPC cost", "r-d": "r-d"}
-    for row in rows:
-        if not since <= row["created_at"] < until:
-            continue
-        stats = out.setdefault(row["report_id"], {"counts": dict.fromkeys(S, 0), "d": [], "r": 0})
-        stats["counts"][row["status"]] += 1
-        stats["r"] += row["records_processed"] or 0
-        if row["duration_ms"] is not None:
-            stats["d"].append(row["duration_ms"])
-    result = {}
-    for rid, stats in out.items():
-        counts, durations = stats["counts"], stats["d"]
-        terminal = sum(counts[s] for s in TERMINAL_STATUSES)
-        result[rid] = {
-            "report_id": rid, "name": names[rid], "counts": counts,
-            "total": sum(counts.values()),
-            "success_rate": counts[S.COMPLETED] / terminal if terminal else None,
-            "duration_p50_ms": nearest_rank(durations, 50) if durations else None,
-            "duration_p95_ms": nearest_rank(durations, 95) if durations else None,
-            "duration_max_ms": max(durations) if durations else None,
-            "records_processed": stats["r"],
-        }  # fmt: skip
-    return result
 
 
 @pytest.mark.parametrize("window", [(80, 0), (50, 20), (30, 29)])

@@ -137,6 +137,36 @@ def ordered(rows: Sequence[dict[str, Any]], sort: str, descending: bool) -> list
     return [row["execution_id"] for _, row in pairs]
 
 
+def expected_stats(
+    rows: Sequence[dict[str, Any]], since: datetime, until: datetime
+) -> dict[str, dict[str, Any]]:
+    """What ``report_stats`` must return for ``rows`` created in ``[since, until)``, by report."""
+    out: dict[str, dict[str, Any]] = {}
+    names = {r["report_id"]: r["name"] for r in REPORT_ROWS}
+    for row in rows:
+        if not since <= row["created_at"] < until:
+            continue
+        stats = out.setdefault(row["report_id"], {"counts": dict.fromkeys(S, 0), "d": [], "r": 0})
+        stats["counts"][row["status"]] += 1
+        stats["r"] += row["records_processed"] or 0
+        if row["duration_ms"] is not None:
+            stats["d"].append(row["duration_ms"])
+    result = {}
+    for rid, stats in out.items():
+        counts, durations = stats["counts"], stats["d"]
+        terminal = sum(counts[s] for s in TERMINAL_STATUSES)
+        result[rid] = {
+            "report_id": rid, "name": names[rid], "counts": counts,
+            "total": sum(counts.values()),
+            "success_rate": counts[S.COMPLETED] / terminal if terminal else None,
+            "duration_p50_ms": nearest_rank(durations, 50) if durations else None,
+            "duration_p95_ms": nearest_rank(durations, 95) if durations else None,
+            "duration_max_ms": max(durations) if durations else None,
+            "records_processed": stats["r"],
+        }  # fmt: skip
+    return result
+
+
 def nearest_rank(values: Sequence[int], percent: int) -> int:
     """The nearest-rank percentile: the ``ceil(percent/100 * n)``-th smallest (1-based)."""
     ordered_values = sorted(values)
