@@ -151,7 +151,7 @@ def _run(job: Callable[[AsyncEngine], Awaitable[T]]) -> tuple[Settings, T]:
     except BadQuery as exc:
         hint = OPTION_OF.get(exc.argument, exc.argument)
         raise click.BadParameter(
-            str(exc).removeprefix(f"{exc.argument}: "), param_hint=hint
+            str(exc).removeprefix(f"{exc.argument}: "), param_hint=f"'{hint}'"
         ) from None
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +36,6 @@ from exectrack.consumer.read.queries import (
 from exectrack.consumer.retention.policy import RetentionPolicy
 from exectrack.consumer.settings import DatabaseSettings
 from exectrack.producer.events import (
-    TERMINAL_STATUSES,
     EventType,
     ExecutionStatus,
     ReportCategory,
@@ -45,29 +43,21 @@ from exectrack.producer.events import (
     TriggerType,
     execution_event,
 )
-from tests.conftest import MakeDatabase, create_database, database_url_for, drop_database
-from tests.stack import Services
-from tests.support.reads import STUCK_FOR_S, dataset, nearest_rank, ordered, seed, selected
+from tests.conftest import MakeDatabase
+from tests.support.reads import (
+    STUCK_FOR_S,
+    dataset,
+    expected_stats,
+    nearest_rank,
+    ordered,
+    seed,
+    selected,
+)
 
 S = ExecutionStatus
 Row = dict[str, Any]
 Known = tuple[AsyncEngine, list[Row]]
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture(scope="module")
-async def new_database_module(stack: Services) -> AsyncIterator[MakeDatabase]:
-    """``new_database`` for a module: fresh databases, dropped after the module's tests."""
-    names: list[str] = []
-
-    async def make() -> str:
-        names.append(f"exectrack_test_{uuid.uuid4().hex[:12]}")
-        await create_database(stack.database_url, names[-1])
-        return database_url_for(stack.database_url, names[-1])
-
-    yield make
-    for name in names:
-        await drop_database(stack.database_url, name)
 
 
 @pytest.fixture(scope="module")
@@ -226,33 +216,6 @@ async def test_stuck_executions_longest_silent_first(known: Known) -> None:
     assert [e.execution_id for e in found] == expected
     few = await stuck_executions(engine, older_than_s=STUCK_FOR_S, limit=3)
     assert [e.execution_id for e in few] == expected[:3]
-
-
-def expected_stats(rows: list[Row], since: datetime, until: datetime) -> dict[str, Row]:
-    out: dict[str, Row] = {}
-    names = {"r-a": "VPC inventory", "r-b": "SG audit", "r-c": "VPC cost", "r-d": "r-d"}
-    for row in rows:
-        if not since <= row["created_at"] < until:
-            continue
-        stats = out.setdefault(row["report_id"], {"counts": dict.fromkeys(S, 0), "d": [], "r": 0})
-        stats["counts"][row["status"]] += 1
-        stats["r"] += row["records_processed"] or 0
-        if row["duration_ms"] is not None:
-            stats["d"].append(row["duration_ms"])
-    result = {}
-    for rid, stats in out.items():
-        counts, durations = stats["counts"], stats["d"]
-        terminal = sum(counts[s] for s in TERMINAL_STATUSES)
-        result[rid] = {
-            "report_id": rid, "name": names[rid], "counts": counts,
-            "total": sum(counts.values()),
-            "success_rate": counts[S.COMPLETED] / terminal if terminal else None,
-            "duration_p50_ms": nearest_rank(durations, 50) if durations else None,
-            "duration_p95_ms": nearest_rank(durations, 95) if durations else None,
-            "duration_max_ms": max(durations) if durations else None,
-            "records_processed": stats["r"],
-        }  # fmt: skip
-    return result
 
 
 @pytest.mark.parametrize("window", [(80, 0), (50, 20), (30, 29)])

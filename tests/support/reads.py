@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer.db.repository import EXECUTIONS, REPORTS, USERS
@@ -137,8 +137,127 @@ def ordered(rows: Sequence[dict[str, Any]], sort: str, descending: bool) -> list
     return [row["execution_id"] for _, row in pairs]
 
 
+def expected_stats(
+    rows: Sequence[dict[str, Any]], since: datetime, until: datetime
+) -> dict[str, dict[str, Any]]:
+    """What ``report_stats`` must return for ``rows`` created in ``[since, until)``, by report."""
+    out: dict[str, dict[str, Any]] = {}
+    names = {r["report_id"]: r["name"] for r in REPORT_ROWS}
+    for row in rows:
+        if not since <= row["created_at"] < until:
+            continue
+        stats = out.setdefault(row["report_id"], {"counts": dict.fromkeys(S, 0), "d": [], "r": 0})
+        stats["counts"][row["status"]] += 1
+        stats["r"] += row["records_processed"] or 0
+        if row["duration_ms"] is not None:
+            stats["d"].append(row["duration_ms"])
+    result = {}
+    for rid, stats in out.items():
+        counts, durations = stats["counts"], stats["d"]
+        terminal = sum(counts[s] for s in TERMINAL_STATUSES)
+        result[rid] = {
+            "report_id": rid, "name": names[rid], "counts": counts,
+            "total": sum(counts.values()),
+            "success_rate": counts[S.COMPLETED] / terminal if terminal else None,
+            "duration_p50_ms": nearest_rank(durations, 50) if durations else None,
+            "duration_p95_ms": nearest_rank(durations, 95) if durations else None,
+            "duration_max_ms": max(durations) if durations else None,
+            "records_processed": stats["r"],
+        }  # fmt: skip
+    return result
+
+
 def nearest_rank(values: Sequence[int], percent: int) -> int:
     """The nearest-rank percentile: the ``ceil(percent/100 * n)``-th smallest (1-based)."""
     ordered_values = sorted(values)
     rank = math.ceil(Fraction(percent, 100) * len(ordered_values))
     return ordered_values[max(rank, 1) - 1]
+
+
+STATUS_MIX = (
+    [S.COMPLETED] * 80 + [S.FAILED] * 8 + [S.CANCELLED] * 2 + [S.TIMEOUT] * 2
+    + [S.RUNNING] * 4 + [S.PENDING] * 4
+)  # fmt: skip
+REPORTS_MANY = 50
+SEED_ROWS = 1024
+
+
+async def load_many(engine: AsyncEngine, rows: int, now: datetime) -> int:
+    """Fill an empty, migrated database with at least ``rows`` executions; return how many.
+
+    ``SEED_ROWS`` rows from Python (statuses in ``STATUS_MIX``'s proportions),
+    then copies of them by ``INSERT ... SELECT`` (``_COPY``): each copy gets a
+    new execution_id, a report among ``REPORTS_MANY`` and times moved back by an
+    amount derived from its id (spread over a year before ``now``), so values
+    stay varied. Ends with ``ANALYZE TABLE`` so the optimizer's statistics
+    describe the rows.
+    """
+    year = 365 * 86400
+    async with engine.begin() as conn:
+        await conn.execute(insert(USERS), [{"id": i, "username": f"u{i}"} for i in range(1, 11)])
+        await conn.execute(insert(REPORTS), [
+            {"report_id": f"rep-{i:02d}", "name": f"Report {i}",
+             "report_type": ("vpc_inventory", "security_group_audit", "cost_allocation")[i % 3],
+             "category": ("infrastructure", "security", "cost", "compliance")[i % 4]}
+            for i in range(REPORTS_MANY)
+        ])  # fmt: skip
+        seeded = []
+        for i in range(SEED_ROWS):
+            status = STATUS_MIX[(i * 37) % len(STATUS_MIX)]
+            created = now - timedelta(seconds=(i * 7919) % year)
+            started = None if status == S.PENDING else created + timedelta(seconds=2)
+            ended = started + timedelta(seconds=30 + i % 600) if (
+                started is not None and status in TERMINAL_STATUSES
+            ) else None  # fmt: skip
+            seeded.append({
+                "execution_id": f"m{i}", "report_id": f"rep-{i % REPORTS_MANY:02d}",
+                "status": status, "trigger_type": list(TriggerType)[i % 4],
+                "started_by": 1 + i % 10, "start_time": started, "end_time": ended,
+                "duration_ms": None if ended is None else (30 + i % 600) * 1000,
+                "records_processed": i % 1000, "created_at": created,
+                "last_event_at": ended or started or created, "fold_keys": {"k": [], "f": {}},
+            })  # fmt: skip
+        await conn.execute(insert(EXECUTIONS), seeded)
+    copies = -(-rows // SEED_ROWS)  # the seed rows and copies 1 .. copies - 1
+    async with engine.begin() as conn:
+        for statement in _PREPARE:
+            await conn.execute(text(statement))
+        numbers = 1
+        while numbers < copies:  # 1, 2, 4 ...: the numbers table doubles
+            await conn.execute(text(_DOUBLE_NUMBERS), {"c": numbers})
+            numbers *= 2
+    for low in range(1, copies, 128):  # about 130,000 rows a statement
+        async with engine.begin() as conn:
+            values = {"low": low, "high": min(low + 127, copies - 1)}
+            await conn.execute(text(_COPY), {**values, "reports": REPORTS_MANY, "year": year})
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TABLE load_seed, load_numbers"))
+        await conn.exec_driver_sql("ANALYZE TABLE report_executions")
+    return copies * SEED_ROWS
+
+
+# The seed rows copied into a table of their own, and the numbers 1, 2, ... 2^k
+# (INSERT ... SELECT doubling): the copies are INSERT ... SELECT from their cross
+# product, never from report_executions itself (MariaDB would stage such a
+# self-referencing INSERT in a temporary table on disk).
+_PREPARE = (
+    "CREATE TABLE load_seed AS SELECT * FROM report_executions",
+    "CREATE TABLE load_numbers (n INT PRIMARY KEY)",
+    "INSERT INTO load_numbers VALUES (1)",
+)
+_DOUBLE_NUMBERS = "INSERT INTO load_numbers SELECT n + :c FROM load_numbers"
+# copy k of a seed row: a new execution_id and report, times moved back by up to a
+# year (a function of id and k), so values stay varied
+_COPY = """
+INSERT INTO report_executions (execution_id, report_id, status, trigger_type, started_by,
+    start_time, end_time, duration_ms, records_processed, created_at, last_event_at, fold_keys)
+SELECT CONCAT(s.execution_id, '.', k.n), CONCAT('rep-', LPAD((s.id * 31 + k.n) % :reports, 2, '0')),
+    s.status, s.trigger_type, s.started_by,
+    s.start_time - INTERVAL ((s.id * 104729 + k.n * 7919) % :year) SECOND,
+    s.end_time - INTERVAL ((s.id * 104729 + k.n * 7919) % :year) SECOND,
+    s.duration_ms + (s.id * k.n) % 1000, s.records_processed,
+    s.created_at - INTERVAL ((s.id * 104729 + k.n * 7919) % :year) SECOND,
+    s.last_event_at - INTERVAL ((s.id * 104729 + k.n * 7919) % :year) SECOND, s.fold_keys
+FROM load_seed AS s CROSS JOIN load_numbers AS k
+WHERE k.n BETWEEN :low AND :high
+"""
