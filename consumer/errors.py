@@ -17,6 +17,8 @@
      ├── PolicyFileError (exectrack.consumer.retention.policy_file)  a bad policy file
      ├── ReplayError (exectrack.consumer.replay.report)   a replay cannot run as asked
      ├── VerifyError (exectrack.consumer.replay.verify)   a comparison cannot be made
+     ├── BadQuery (ValueError)            a read-side query argument out of its domain
+     │    └── BadCursor                   a pagination cursor this query did not issue
      ├── DeadLetterTopicMissing (LookupError)  the dead-letter topic to browse does not exist
      └── StartupFailed                    the service cannot start as configured
           ├── HealthServerFailed          EXECTRACK_HEALTH_PORT in use, host not ours
@@ -112,6 +114,30 @@ class BadPeriod(ExectrackError, ValueError):
     Raised by ``exectrack.consumer.retention.policy.parse_period``; a ``ValueError``
     too, so pydantic reports it as a settings validation error.
     """
+
+
+class BadQuery(ExectrackError, ValueError):
+    """A read-side query was given an argument outside its domain (exectrack.consumer.read.queries).
+
+    ``argument`` names the argument (``limit``, ``sort``, ``bucket_s``...); ``str()``
+    starts with it, so the CLI and the HTTP API can name the option or parameter.
+    A ``ValueError`` too.
+    """
+
+    def __init__(self, argument: str, problem: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument}: {problem}")
+
+
+class BadCursor(BadQuery):
+    """A pagination cursor that is not one ``list_executions`` issued for this sort.
+
+    Malformed base64url, wrong JSON shape, or a cursor of another sort key:
+    ``argument`` is ``"cursor"``.
+    """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("cursor", problem)
 
 
 class DeadLetterTopicMissing(ExectrackError, LookupError):

@@ -192,6 +192,11 @@ class ReportExecution(Base):
         Index("ix_report_executions_end_time", "end_time"),
         Index("ix_report_executions_created_at", "created_at"),
         Index("ix_report_executions_retention_until", "retention_until"),
+        # the read side's (revision 0003, exectrack.consumer.read.queries)
+        Index("ix_report_executions_last_event_at", "last_event_at"),
+        Index("ix_report_executions_duration_ms", "duration_ms"),
+        Index("ix_report_executions_report_last_event", "report_id", "last_event_at"),
+        Index("ix_report_executions_report_end", "report_id", "end_time"),
         TABLE_ARGS,
     )
 

@@ -313,7 +313,7 @@ async def test_redrive_chooses_by_offset_and_key(scene: Scene) -> None:
     assert "choose dead letters" in nothing.output
     wrong = await run(scene, "dlq", "redrive", "--all", "--partition", "5")
     assert wrong.exit_code == 1
-    assert "partition [5] not in topic" in wrong.output
+    assert "partition: [5] not in topic" in wrong.output
 
 
 async def test_concurrent_redrives_send_each_letter_once(scene: Scene) -> None:

@@ -146,6 +146,15 @@ EXPECTED_INDEXES: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "ix_report_executions_end_time": ("report_executions", ("end_time",), False),
     "ix_report_executions_created_at": ("report_executions", ("created_at",), False),
     "ix_report_executions_retention_until": ("report_executions", ("retention_until",), False),
+    # revision 0003: the read side's
+    "ix_report_executions_last_event_at": ("report_executions", ("last_event_at",), False),
+    "ix_report_executions_duration_ms": ("report_executions", ("duration_ms",), False),
+    "ix_report_executions_report_last_event": (
+        "report_executions",
+        ("report_id", "last_event_at"),
+        False,
+    ),
+    "ix_report_executions_report_end": ("report_executions", ("report_id", "end_time"), False),
     "ix_purged_executions_purged_at": ("purged_executions", ("purged_at",), False),
     "ix_dead_letter_redrives_claimed_at": ("dead_letter_redrives", ("claimed_at",), False),
 }
