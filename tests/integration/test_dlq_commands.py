@@ -409,3 +409,31 @@ async def test_latest_across_partitions_reads_back_in_windows(topics: Topics, dl
     assert [(r.partition, r.offset) for r in ranged] == [(1, o) for o in range(5, 9)]
     with pytest.raises(ValueError, match="limit"):
         await latest_dead_letters(kafka, limit=0)
+
+
+async def test_letters_that_cannot_be_redriven_are_skipped_with_why(scene: Scene) -> None:
+    """Hand-made letters with the real headers: cut to fit, from another topic, not
+    exectrack's, a null value. Even --apply sends none of them."""
+    reason = ("exectrack.dlq.reason", b"db_refused")
+    made = await publish(scene.topics.bootstrap, scene.topics.dlq, [
+        (b"cut", b"{", [reason, ("exectrack.dlq.truncated", b"true; value=2000000/900000"),
+                        ("exectrack.dlq.topic", scene.topics.topic.encode()),
+                        ("exectrack.dlq.partition", b"3"), ("exectrack.dlq.offset", b"77")]),
+        (b"elsewhere", b"{}", [reason, ("exectrack.dlq.topic", b"another-topic")]),
+        (b"foreign", b"{}", [("content-type", b"application/json")]),
+        (b"null", None, [reason]),
+    ])  # fmt: skip
+    topic, parts = scene.topics.topic, scene.topics.partitions
+    before = await end_offsets(scene.topics.bootstrap, topic, parts)
+    first = str(made[0].offset)
+    result = await run(scene, "dlq", "redrive", "--offset", f"{first}-", "--apply", "--json")
+    assert result.exit_code == 0, result.output
+    letters = json.loads(result.output)["letters"]
+    assert [(x["key"], x["outcome"]) for x in letters] == [
+        ("cut", "truncated"), ("elsewhere", "other_topic"), ("foreign", "not_a_dead_letter"),
+        ("null", "null_value"),
+    ]  # fmt: skip
+    assert f"the original is at {topic}:3:77" in letters[0]["detail"]
+    assert "dead-lettered from another-topic" in letters[1]["detail"]
+    assert await end_offsets(scene.topics.bootstrap, topic, parts) == before
+    assert await redrive_rows(scene.engine) == []
