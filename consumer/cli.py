@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from exectrack.consumer.db import migrate as migrations
 from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.db.repository import EXECUTIONS
+from exectrack.consumer.dlq.cli import COMMANDS as DLQ_COMMANDS
 from exectrack.consumer.errors import DatabaseTlsError, StartupFailed
 from exectrack.consumer.failures import check_database, explain
 from exectrack.consumer.logs import configure_from_environment, configure_logging, json_wanted
@@ -294,4 +295,6 @@ def serve_command(host: str | None, port: int | None) -> None:
 for _command in RETENTION_COMMANDS:  # purge, reap, retention (exectrack.consumer.retention.cli)
     main.add_command(_command)
 for _command in READ_COMMANDS:  # list, stats, watch (exectrack.consumer.read.cli)
+    main.add_command(_command)
+for _command in DLQ_COMMANDS:  # dlq list|show|redrive (exectrack.consumer.dlq.cli)
     main.add_command(_command)

@@ -27,7 +27,7 @@ from aiokafka.errors import UnknownTopicOrPartitionError, for_code
 from pydantic import BaseModel, Field
 
 from exectrack.consumer.dlq.letter import HEADER_PREFIX, TRUNCATED
-from exectrack.consumer.errors import DeadLetterTopicMissing
+from exectrack.consumer.errors import BadQuery, DeadLetterTopicMissing
 from exectrack.consumer.kafka import reader
 from exectrack.producer.settings import KafkaSettings
 
@@ -302,7 +302,7 @@ async def latest_dead_letters(
         topic holds none.
 
     Raises:
-        ValueError: ``limit`` out of range (the message names ``limit``).
+        BadQuery: ``limit`` out of range (a ``ValueError``; ``argument`` is ``"limit"``).
         DeadLetterTopicMissing: the topic does not exist (a ``LookupError``).
         TimeoutError: not read within ``timeout_s``.
         KafkaError: the broker cannot be reached or refused the reads.
@@ -328,10 +328,11 @@ async def latest_records(
     ``partitions``: only these (default: all of the topic's).
 
     Raises:
-        As ``latest_dead_letters``; ``ValueError`` also for a partition the topic lacks.
+        As ``latest_dead_letters``; ``BadQuery`` (``"partition"``) also for a partition the
+        topic lacks.
     """
     if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+        raise BadQuery("limit", f"must be between 1 and {MAX_LIMIT}, not {limit}")
     topic = kafka.dlq_topic
     known = await partitions_of(kafka, topic)
     wanted = _check_partitions(topic, known, partitions)
@@ -364,7 +365,7 @@ def _check_partitions(topic: str, known: list[int], partitions: list[int] | None
         return known
     unknown = sorted(set(partitions) - set(known))
     if unknown:
-        raise ValueError(f"partition {unknown} not in topic {topic!r} (it has {len(known)})")
+        raise BadQuery("partition", f"{unknown} not in topic {topic!r} (it has {len(known)})")
     return sorted(set(partitions))
 
 
@@ -385,7 +386,7 @@ async def read_dead_letters(
         In partition, then offset order.
 
     Raises:
-        ValueError: a partition the topic lacks.
+        BadQuery: a partition the topic lacks (``argument`` ``"partition"``).
         DeadLetterTopicMissing, TimeoutError, KafkaError: as ``latest_dead_letters``.
     """
     topic = kafka.dlq_topic
