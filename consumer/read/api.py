@@ -254,8 +254,9 @@ def _guard(app: FastAPI, settings: Settings) -> None:
             response: Response = _unauthorised(request)
         else:
             response = await call_next(request)
-        # the path only: a query string may carry a token (/login?token=)
-        log.info(
+        # the path only: a query string may carry a token (/login?token=); probes at debug
+        emit = log.debug if path in ("/healthz", "/livez") else log.info
+        emit(
             "request", method=request.method, path=path, status=response.status_code,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )  # fmt: skip
@@ -263,7 +264,7 @@ def _guard(app: FastAPI, settings: Settings) -> None:
 
 
 def _unauthorised(request: Request) -> Response:
-    if request.url.path.startswith(("/api/", "/openapi.json", "/docs")):
+    if request.url.path.startswith(("/api/", "/openapi.json")):
         return JSONResponse(
             {"detail": "a bearer token is required (EXECTRACK_READ__TOKENS)"},
             status_code=401,

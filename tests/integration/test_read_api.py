@@ -233,6 +233,8 @@ async def test_tokens_required_when_set(seeded: datetime, database_url: str) -> 
             assert (await client.get("/api/executions", headers=good)).status_code == 200
             assert (await client.get("/", headers=good)).status_code == 200
         assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/openapi.json")).status_code == 401
+        assert (await client.get("/docs")).headers["location"] == "/login?next=/docs"
         page = await client.get("/")
         assert (page.status_code, page.headers["location"]) == (303, "/login?next=/")
         refused = await client.get("/login", params={"token": "wrong"})

@@ -91,5 +91,5 @@ def test_serves_on_loopback_and_stops_on_sigterm(database_url: str, tmp_path: Pa
     serving = [e for e in lines if e["event"] == "serving"]
     assert [e["url"] for e in serving] == [f"http://127.0.0.1:{port}/"]
     requests = [e for e in lines if e["event"] == "request"]
-    assert {"/healthz", "/api/executions"} <= {e["path"] for e in requests}
+    assert {"/api/executions", "/openapi.json"} <= {e["path"] for e in requests}
     assert not any("token=" in json.dumps(e) for e in lines)  # query strings are not logged
