@@ -271,7 +271,8 @@ async def attention(request: Request) -> Response:
 @pages.get("/login", response_class=HTMLResponse)
 async def login(request: Request, token: str | None = None, next: str = "/") -> Response:
     """``?token=``: a valid token sets the cookie and goes to ``next``; else the form (401)."""
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    # only a path of this site: not //host, nor /\host (which browsers read as //host)
+    target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
     settings = context(request).settings
     if token and token_ok(token, settings):
         response = RedirectResponse(target, status_code=303)

@@ -243,6 +243,9 @@ async def test_tokens_required_when_set(seeded: datetime, database_url: str) -> 
         assert (login.status_code, login.headers["location"]) == (303, "/reports")
         assert "httponly" in login.headers["set-cookie"].lower()
         assert (await client.get("/reports")).status_code == 200  # the cookie, kept by httpx
+        for elsewhere in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+            away = await client.get("/login", params={"token": "first-token", "next": elsewhere})
+            assert away.headers["location"] == "/", elsewhere  # no open redirect
 
 
 async def test_dead_letters(
