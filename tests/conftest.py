@@ -86,6 +86,21 @@ async def new_database(stack: Services) -> AsyncIterator[MakeDatabase]:
         await drop_database(stack.database_url, name)
 
 
+@pytest.fixture(scope="module")
+async def new_database_module(stack: Services) -> AsyncIterator[MakeDatabase]:
+    """``new_database`` for a module's tests to share: all dropped after the module."""
+    names: list[str] = []
+
+    async def make() -> str:
+        names.append(f"exectrack_test_{uuid.uuid4().hex[:12]}")
+        await create_database(stack.database_url, names[-1])
+        return database_url_for(stack.database_url, names[-1])
+
+    yield make
+    for name in names:
+        await drop_database(stack.database_url, name)
+
+
 @pytest.fixture(scope="session")
 async def database_url(stack: Services) -> AsyncIterator[str]:
     """A fresh database for the session, migrated to head."""

@@ -32,6 +32,9 @@ CONSUMER_MODULES = (
     "aiohttp",
     "rich",
     "tenacity",
+    "fastapi",
+    "uvicorn",
+    "jinja2",
 )
 """Import names of the ``consumer`` extra's direct requirements (what the producer
 must never import: tests/unit/test_layering.py)."""

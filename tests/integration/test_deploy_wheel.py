@@ -70,6 +70,13 @@ def test_both_packages_import_from_the_wheel(image_venv: Venv, work: Path) -> No
 def test_pip_show_lists_only_the_package(image_venv: Venv) -> None:
     files = image_venv.installed_files()
     assert {"exectrack/py.typed", "exectrack/consumer/_migrations/env.py"} <= set(files)
+    # the read side's page: templates and vendored assets ship in the package (no CDN)
+    assert {
+        "exectrack/consumer/read/templates/base.html",
+        "exectrack/consumer/read/static/app.css",
+        "exectrack/consumer/read/static/vendor/uplot-1.6.32.iife.min.js",
+        "exectrack/consumer/read/static/vendor/htmx-2.0.11.min.js",
+    } <= set(files)
     assert outside_the_package(image_venv, files) == []
 
 

@@ -108,7 +108,8 @@ def run_cli(args: list[str], env: dict[str, str]) -> Any:
 
 
 def test_every_consumer_command_has_help() -> None:
-    for command in ("consume", "migrate", "status", "watch", "replay", "verify", "purge", "reap"):
+    commands = ("consume", "migrate", "status", "watch", "replay", "verify", "purge", "reap", "dlq")
+    for command in commands:
         result = CliRunner().invoke(consumer_cli, [command, "--help"])
         assert result.exit_code == 0, result.output
         assert "Usage:" in result.output

@@ -92,6 +92,19 @@ EXPECTED_COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
         "execution_id": ("varchar(255)", False),
         "purged_at": (TS, False),
     },
+    "dead_letter_redrives": {  # revision 0004: dlq redrive (docs/read/dead-letters.md)
+        "dlq_topic": ("varchar(249)", False),
+        "dlq_partition": ("int(11)", False),
+        "dlq_offset": ("bigint(20)", False),
+        "reason": ("varchar(64)", True),
+        "record_key": ("varchar(255)", True),
+        "claimed_at": (TS, False),
+        "claimed_by": ("varchar(255)", False),
+        "redriven_at": (TS, True),
+        "target_topic": ("varchar(249)", True),
+        "target_partition": ("int(11)", True),
+        "target_offset": ("bigint(20)", True),
+    },
 }
 
 # index name -> (table, columns, unique)
@@ -133,7 +146,17 @@ EXPECTED_INDEXES: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "ix_report_executions_end_time": ("report_executions", ("end_time",), False),
     "ix_report_executions_created_at": ("report_executions", ("created_at",), False),
     "ix_report_executions_retention_until": ("report_executions", ("retention_until",), False),
+    # revision 0003: the read side's
+    "ix_report_executions_last_event_at": ("report_executions", ("last_event_at",), False),
+    "ix_report_executions_duration_ms": ("report_executions", ("duration_ms",), False),
+    "ix_report_executions_report_last_event": (
+        "report_executions",
+        ("report_id", "last_event_at"),
+        False,
+    ),
+    "ix_report_executions_report_end": ("report_executions", ("report_id", "end_time"), False),
     "ix_purged_executions_purged_at": ("purged_executions", ("purged_at",), False),
+    "ix_dead_letter_redrives_claimed_at": ("dead_letter_redrives", ("claimed_at",), False),
 }
 
 # (table, column) -> (referenced table, referenced column, ON DELETE, ON UPDATE)
@@ -323,6 +346,7 @@ async def test_upgrade_downgrade_round_trip(scratch_database: str) -> None:
             "reports",
             "report_executions",
             "purged_executions",
+            "dead_letter_redrives",
         }
         await migrate.downgrade(scratch_database, "base")
         assert {r[0] for r in await rows(engine, "SHOW TABLES")} == {"alembic_version"}

@@ -47,6 +47,11 @@ def by_kind(resources: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [r for r in resources if r["kind"] == kind]
 
 
+def named(resources: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [r for r in by_kind(resources, kind) if r["metadata"]["name"] == name]
+    return found
+
+
 def settings_env() -> dict[str, str]:
     lines = (KUBE_BASE / "settings.env").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
@@ -101,14 +106,15 @@ def test_overlay_references_resolve(rendered: list[dict[str, Any]]) -> None:
     (secret,) = by_kind(rendered, "Secret")
     # keys are settings files (EXECTRACK_SECRETS_DIR): nested names joined by __
     assert {"database__url", "kafka__sasl_password"} <= set(secret["data"])
-    (deployment,) = by_kind(rendered, "Deployment")
+    deployment = named(rendered, "Deployment", "exectrack-consumer")
     assert "replicas" not in deployment["spec"]  # KEDA owns it in this overlay
+    assert "read__tokens" in secret["data"]  # the read side listens on 0.0.0.0: tokens needed
 
 
 @needs_kustomize
 def test_keda_scaled_object(rendered: list[dict[str, Any]]) -> None:
     (scaled,) = by_kind(rendered, "ScaledObject")
-    (deployment,) = by_kind(rendered, "Deployment")
+    deployment = named(rendered, "Deployment", "exectrack-consumer")
     spec = scaled["spec"]
     assert spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= PARTITIONS
@@ -140,7 +146,7 @@ def test_settings_are_real_settings() -> None:
 
 
 def test_consumer_deployment() -> None:
-    (deployment,) = by_kind(base_resources(), "Deployment")
+    deployment = named(base_resources(), "Deployment", "exectrack-consumer")
     assert 1 <= deployment["spec"]["replicas"] <= PARTITIONS
     # a surge pod past the partition count would never be ready (/readyz)
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
@@ -161,7 +167,14 @@ def test_consumer_deployment() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["exectrack-consumer", "exectrack-migrate", "exectrack-purge", "exectrack-reap"]
+    "name",
+    [
+        "exectrack-consumer",
+        "exectrack-read",
+        "exectrack-migrate",
+        "exectrack-purge",
+        "exectrack-reap",
+    ],
 )
 def test_pods_are_locked_down_and_mount_settings(name: str) -> None:
     (resource,) = [r for r in base_resources() if r["metadata"]["name"] == name and pod_spec(r)]
@@ -198,15 +211,16 @@ def test_jobs() -> None:
     for cronjob in cronjobs.values():
         assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     (pdb,) = by_kind(resources, "PodDisruptionBudget")
-    (deployment,) = by_kind(resources, "Deployment")
+    deployment = named(resources, "Deployment", "exectrack-consumer")
     assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
 
 
 @needs_kustomize
 def test_migrations_first_selector(rendered: list[dict[str, Any]]) -> None:
-    """docs/operations.md applies `-l 'app.kubernetes.io/component notin (consumer,purge,reap)'`
-    first: it must pick the Job and everything the Job needs, and no consumer or CronJob."""
-    excluded = {"consumer", "purge", "reap"}
+    """docs/operations.md applies
+    `-l 'app.kubernetes.io/component notin (consumer,read,purge,reap)'` first: it must
+    pick the Job and everything the Job needs, and no Deployment or CronJob."""
+    excluded = {"consumer", "read", "purge", "reap"}
     first = [
         r
         for r in rendered
@@ -227,3 +241,25 @@ def test_migrations_first_selector(rendered: list[dict[str, Any]]) -> None:
         assert ("ConfigMap", source["configMapRef"]["name"]) in picked
     assert not by_kind(first, "Deployment")
     assert not by_kind(first, "CronJob")
+
+
+def test_read_deployment_and_service() -> None:
+    """`serve` behind a Service: stateless replicas, readiness on the database, tokens needed."""
+    resources = base_resources()
+    deployment = named(resources, "Deployment", "exectrack-read")
+    assert deployment["spec"]["replicas"] >= 2  # stateless: any replica answers any request
+    spec = pod_spec(deployment)
+    assert spec is not None
+    (container,) = spec["containers"]
+    assert container["args"] == ["serve"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
+    env = settings_env()
+    assert port == int(env["EXECTRACK_READ__PORT"])
+    assert env["EXECTRACK_READ__HOST"] == "0.0.0.0"  # noqa: S104 (pods must; tokens then)
+    service = named(resources, "Service", "exectrack-read")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    consumer = named(resources, "Deployment", "exectrack-consumer")
+    assert consumer["spec"]["selector"] != deployment["spec"]["selector"]

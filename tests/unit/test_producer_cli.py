@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
 
 from exectrack.producer.cli import Deps, main
-from exectrack.producer.events import EventType, ExecutionEvent, ReportDefinedEvent, to_json
+from exectrack.producer.errors import InvalidEvent
+from exectrack.producer.events import (
+    EventType,
+    ExecutionEvent,
+    ReportDefinedEvent,
+    parse_event,
+    to_json,
+)
 from exectrack.producer.settings import KafkaSettings, ProducerSettings
-from exectrack.producer.simulate import SimConfig, generate
+from exectrack.producer.simulate import LIFECYCLE_MAX, SimConfig, generate
 from exectrack.producer.testing import InMemoryPublisher
 
 
@@ -171,6 +178,28 @@ def test_simulate_publishes_the_simulation(
     assert [s.topic for s in created] == ["report-execution-events"]
 
 
+def test_simulate_without_start_ends_by_now(deps: Deps, memory: InMemoryPublisher) -> None:
+    """Issue #15, item 8: no simulated time in the future when the run starts now, and
+    recent ones (a simulation from long ago would be past retention)."""
+    before = datetime.now(UTC)
+    code, _, err = invoke(deps, "simulate", "--executions", "400", "--seed", "9", "--no-progress")
+    ran = datetime.now(UTC)
+    assert code == 0, err
+    times = []
+    for message in memory.messages:
+        try:
+            event = parse_event(message.value, message.headers, message.key)
+        except InvalidEvent:
+            continue
+        times.append(event.time)
+        if isinstance(event, ExecutionEvent):
+            times += [t for t in (event.data.start_time, event.data.end_time) if t is not None]
+    assert len(times) > 2000
+    assert max(times) <= ran  # every event time at or before the run
+    assert max(times) >= before - LIFECYCLE_MAX  # and the last ones are recent
+    assert min(times) >= before - SimConfig(executions=400).span()  # start = now - span
+
+
 def test_simulate_without_creating_topics(
     deps: Deps, memory: InMemoryPublisher, created: list[KafkaSettings]
 ) -> None:
@@ -205,16 +234,6 @@ def test_values_are_json_when_they_parse(deps: Deps, memory: InMemoryPublisher) 
     assert json.loads(to_json(memory.events[0]))["data"]["execution_parameters"] == {
         "n": [1, 2.5, None]
     }
-
-
-def test_simulate_starts_now_by_default(deps: Deps, memory: InMemoryPublisher) -> None:
-    """Recent times by default: a simulation from long ago would be past retention."""
-    before = datetime.now(UTC)
-    code, _, err = invoke(deps, "simulate", "--executions", "3", "--no-progress")
-    assert code == 0, err
-    times = [e.time for e in memory.events]
-    assert times
-    assert min(times) >= before - timedelta(seconds=1)
 
 
 def test_simulate_without_rich_draws_no_bar_by_default(

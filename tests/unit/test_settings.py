@@ -20,7 +20,7 @@ def env_names(model: type[BaseModel], prefix: str = "EXECTRACK_") -> list[str]:
     for name, field in model.model_fields.items():
         nested = field.annotation
         if (
-            name in ("kafka", "database")
+            name in ("kafka", "database", "read")
             and isinstance(nested, type)
             and issubclass(nested, BaseModel)
         ):

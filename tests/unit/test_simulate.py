@@ -24,6 +24,8 @@ from exectrack.producer.events import (
     to_json,
 )
 from exectrack.producer.simulate import (
+    ADMIT_EVERY,
+    LIFECYCLE_MAX,
     SimConfig,
     SimMessage,
     TokenBucket,
@@ -311,3 +313,42 @@ async def test_token_bucket() -> None:
     with pytest.raises(ValueError, match="positive"):
         TokenBucket(rate=0)
     await asyncio.wait_for(bucket.take(1000), 1)  # clipped to the capacity
+
+
+def times_of(sim: tuple[SimMessage, ...] | list[SimMessage]) -> list[datetime]:
+    """Every time a valid message carries: envelope ``time``, ``start_time``, ``end_time``."""
+    found = []
+    for message in sim:
+        event = message.event
+        if event is None:
+            continue
+        found.append(event.time)
+        if isinstance(event, ExecutionEvent):
+            found += [t for t in (event.data.start_time, event.data.end_time) if t is not None]
+    return found
+
+
+@pytest.mark.parametrize(("executions", "seed"), [(1, 0), (7, 3), (1000, 0), (3000, 11)])
+def test_every_time_is_within_the_span(executions: int, seed: int) -> None:
+    config = SimConfig(executions=executions, seed=seed)
+    times = times_of(list(generate(config)))
+    assert max(times) <= config.start + config.span()
+    # the bound is not loose: the last execution is admitted at most one lifecycle before it
+    assert max(times) >= config.start + config.span() - LIFECYCLE_MAX
+    assert min(times) >= config.start
+    assert config.span() == (executions - 1) * ADMIT_EVERY + LIFECYCLE_MAX
+
+
+def test_ending_by_puts_every_time_at_or_before_the_moment() -> None:
+    moment = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    config = SimConfig(executions=2000, seed=4).ending_by(moment)
+    sim = list(generate(config))
+    times = times_of(sim)
+    assert max(times) <= moment
+    assert moment - max(times) < LIFECYCLE_MAX  # and the last executions end recently
+    assert config.start == moment - config.span()
+    # a function of the moment: the same moment, the same bytes
+    again = list(generate(SimConfig(executions=2000, seed=4).ending_by(moment)))
+    assert [m.value for m in again] == [m.value for m in sim]
+    with pytest.raises(ValueError, match="timezone-aware"):
+        SimConfig().ending_by(datetime(2026, 11, 30, 8, 0))  # noqa: DTZ001

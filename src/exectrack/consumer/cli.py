@@ -28,17 +28,17 @@ import click
 import structlog
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from exectrack.consumer.db import migrate as migrations
 from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.db.repository import EXECUTIONS
+from exectrack.consumer.dlq.cli import COMMANDS as DLQ_COMMANDS
 from exectrack.consumer.errors import DatabaseTlsError, StartupFailed
 from exectrack.consumer.failures import check_database, explain
-from exectrack.consumer.ingest.fold import decode_keys
 from exectrack.consumer.logs import configure_from_environment, configure_logging, json_wanted
-from exectrack.consumer.read.watch import watch
+from exectrack.consumer.read.cli import COMMANDS as READ_COMMANDS
+from exectrack.consumer.read.queries import get_execution
 from exectrack.consumer.replay import rebuild as replaying
 from exectrack.consumer.replay.verify import verify
 from exectrack.consumer.retention.cli import COMMANDS as RETENTION_COMMANDS
@@ -179,48 +179,25 @@ def _json_default(value: object) -> str:
 
 
 async def _status(settings: Settings, execution_id: str) -> dict[str, Any] | None:
+    """The row's columns in table order (``fold_keys`` decoded as ``supplied_by``)."""
     engine = create_engine(settings.database)
     try:
-        async with engine.connect() as conn:
-            query = select(EXECUTIONS).where(EXECUTIONS.c.execution_id == execution_id)
-            row = (await conn.execute(query)).mappings().first()
+        detail = await get_execution(engine, execution_id)
     finally:
         await engine.dispose()
-    if row is None:
+    if detail is None:
         return None
-    result = dict(row)
-    keys = decode_keys(result.pop("fold_keys"))
+    values = detail.model_dump(exclude={"provenance"})
+    result = {name: values[name] for name in _STATUS_COLUMNS}
     result["supplied_by"] = {
-        name: {"event_id": k[3], "rank": k[0], "sequence": k[1], "time": k[2].isoformat()}
-        for name, k in sorted(keys.items())
-    }
+        name: {"event_id": s.event_id, "rank": s.rank, "sequence": s.sequence,
+               "time": s.time.isoformat()}
+        for name, s in detail.provenance.items()
+    }  # fmt: skip
     return result
 
 
-@main.command("watch")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-@click.option(
-    "--until-idle",
-    type=float,
-    default=None,
-    help="Stop once the table has not changed for this long.",
-)
-def watch_command(interval: float, duration: float | None, until_idle: float | None) -> None:
-    """Show executions arriving in the table: counts by status and the latest rows."""
-    settings = Settings()
-
-    async def run() -> dict[str, int]:
-        engine = create_engine(settings.database)
-        try:
-            return await watch(
-                engine, interval_s=interval, duration_s=duration, until_idle_s=until_idle
-            )
-        finally:
-            await engine.dispose()
-
-    counts = asyncio.run(run())
-    click.echo(f"{sum(counts.values())} executions in {settings.database.display_url}: {counts}")
+_STATUS_COLUMNS = tuple(c.name for c in EXECUTIONS.columns if c.name != "fold_keys")
 
 
 @main.command("replay")
@@ -296,7 +273,30 @@ def _verify(settings: Settings, live: str, rebuilt: str, newer: Any, **options: 
         raise SystemExit(1)
 
 
+@main.command("serve")
+@click.option("--host", help="Address to listen on. [default: EXECTRACK_READ__HOST, 127.0.0.1]")
+@click.option("--port", type=int, help="Port. [default: EXECTRACK_READ__PORT, 8081]")
+def serve_command(host: str | None, port: int | None) -> None:
+    """Serve the read-only HTTP API and the web page until SIGTERM/SIGINT (docs/read/api.md).
+
+    Bound to another address than loopback, it needs EXECTRACK_READ__TOKENS.
+    """
+    from exectrack.consumer.read.serve import serve
+
+    settings = Settings()
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if overrides:
+        read = settings.read.model_validate({**settings.read.model_dump(), **overrides})
+        settings = settings.model_copy(update={"read": read})
+    configure_logging(settings.log_format, settings.log_level)
+    serve(settings)
+
+
 for _command in RETENTION_COMMANDS:  # purge, reap, retention (exectrack.consumer.retention.cli)
+    main.add_command(_command)
+for _command in READ_COMMANDS:  # list, stats, watch (exectrack.consumer.read.cli)
+    main.add_command(_command)
+for _command in DLQ_COMMANDS:  # dlq list|show|redrive (exectrack.consumer.dlq.cli)
     main.add_command(_command)
 
 

@@ -17,9 +17,13 @@
      ├── PolicyFileError (exectrack.consumer.retention.policy_file)  a bad policy file
      ├── ReplayError (exectrack.consumer.replay.report)   a replay cannot run as asked
      ├── VerifyError (exectrack.consumer.replay.verify)   a comparison cannot be made
+     ├── BadQuery (ValueError)            a read-side query argument out of its domain
+     │    └── BadCursor                   a pagination cursor this query did not issue
+     ├── DeadLetterTopicMissing (LookupError)  the dead-letter topic to browse does not exist
      └── StartupFailed                    the service cannot start as configured
           ├── HealthServerFailed          EXECTRACK_HEALTH_PORT in use, host not ours
-          └── TopicMissing                EXECTRACK_CREATE_TOPICS=false, no such topic
+          ├── TopicMissing                EXECTRACK_CREATE_TOPICS=false, no such topic
+          └── ServeRefused (exectrack.consumer.read.serve)  open to others without tokens
 
 ``exectrack.consumer.db.repository.classify`` turns SQLAlchemy/driver errors into these,
 so the loop decides retry vs isolate by one flag (exectrack.consumer.retry). ``StartupFailed``
@@ -110,6 +114,37 @@ class BadPeriod(ExectrackError, ValueError):
 
     Raised by ``exectrack.consumer.retention.policy.parse_period``; a ``ValueError``
     too, so pydantic reports it as a settings validation error.
+    """
+
+
+class BadQuery(ExectrackError, ValueError):
+    """A read-side query was given an argument outside its domain (exectrack.consumer.read.queries).
+
+    ``argument`` names the argument (``limit``, ``sort``, ``bucket_s``...); ``str()``
+    starts with it, so the CLI and the HTTP API can name the option or parameter.
+    A ``ValueError`` too.
+    """
+
+    def __init__(self, argument: str, problem: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument}: {problem}")
+
+
+class BadCursor(BadQuery):
+    """A pagination cursor that is not one ``list_executions`` issued for this sort.
+
+    Malformed base64url, wrong JSON shape, or a cursor of another sort key:
+    ``argument`` is ``"cursor"``.
+    """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("cursor", problem)
+
+
+class DeadLetterTopicMissing(ExectrackError, LookupError):
+    """The dead-letter topic to read does not exist (``exectrack.consumer.dlq.browse``).
+
+    ``str()`` names the topic and the setting (``EXECTRACK_KAFKA__DLQ_TOPIC``).
     """
 
 

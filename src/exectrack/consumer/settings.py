@@ -10,8 +10,9 @@ then the defaults below, which match ``deploy/local``.
 from __future__ import annotations
 
 import os
+from ipaddress import ip_address
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,6 +26,7 @@ from pydantic import (
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -141,6 +143,52 @@ class DatabaseSettings(BaseModel):
         return make_url(self.url.get_secret_value()).render_as_string(hide_password=True)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only: ``localhost`` or an address in 127.0.0.0/8 or ::1."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+class ReadSettings(BaseModel):
+    """The read side's HTTP server, ``exectrack-consumer serve`` (``EXECTRACK_READ__*``).
+
+    Stateless: replicas with the same settings answer alike (docs/read/api.md).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=1, le=65535)
+    # unset: EXECTRACK_DATABASE__URL; point it at a read replica to keep reads off the primary
+    database_url: SecretStr | None = None
+    # bearer tokens, separated by commas or white space (a secret file may hold one per line);
+    # required when ``host`` is not a loopback address
+    tokens: Annotated[list[SecretStr], NoDecode] = []
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        """``"a,b c"`` (an environment variable or a secret file) -> ``["a", "b", "c"]``."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return value.replace(",", " ").split()
+        return value
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _mysql_url(cls, url: SecretStr | None) -> SecretStr | None:
+        """The same rules as ``EXECTRACK_DATABASE__URL`` (``database_url``)."""
+        return None if url is None else SecretStr(database_url(url.get_secret_value())[0])
+
+    @property
+    def open_to_others(self) -> bool:
+        """Whether ``host`` lets other machines connect (then tokens are required)."""
+        return not is_loopback(self.host)
+
+
 class Settings(BaseSettings):
     """Everything the consumer service and its commands need."""
 
@@ -174,6 +222,7 @@ class Settings(BaseSettings):
     retention_file: Path | None = None  # TOML policy (docs/retention.md); env overrides it
     group_id: str = "exectrack"
     create_topics: bool = True  # create the topic and its DLQ at start-up if missing
+    read: ReadSettings = ReadSettings()  # exectrack-consumer serve (docs/read/api.md)
 
     # the consume loop
     batch_max_records: int = Field(default=5000, ge=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -33,6 +33,7 @@ __all__ = [
     "DUPLICATE",
     "INVALID",
     "IN_FLIGHT",
+    "LIFECYCLE_MAX",
     "VALID",
     "Record",
     "SimConfig",
@@ -65,13 +66,44 @@ class SimConfig:
     """``started_by`` ids are 1..users (placeholders: no such users exist)."""
     source: str = "/services/simulator"
     start: datetime = field(default=datetime(2026, 1, 1, tzinfo=UTC))
-    """The first event's time; later ones advance deterministically from it."""
+    """The first event's time; later ones advance deterministically from it, up to
+    ``start + span()``. A live run wants ``ending_by(now)``: every event in the past."""
+
+    def span(self) -> timedelta:
+        """The latest an event of this run can be after ``start``: the last execution's
+        admission (``(executions - 1) * ADMIT_EVERY``) plus the longest lifecycle
+        (``LIFECYCLE_MAX``). An upper bound: the last execution ends at most
+        ``LIFECYCLE_MAX`` before it, ~1.8 minutes before it on average."""
+        return max(self.executions - 1, 0) * ADMIT_EVERY + LIFECYCLE_MAX
+
+    def ending_by(self, moment: datetime) -> SimConfig:
+        """This config with ``start = moment - span()``: every event time of the run
+        (envelope ``time``, ``start_time``, ``end_time``) is at or before ``moment``.
+
+        What ``exectrack-producer simulate`` does without ``--start``, with the
+        moment it starts: the executions look like what just happened, none in
+        the future, so a replay started afterwards can verify every row.
+        """
+        if moment.tzinfo is None:
+            raise ValueError("ending_by needs a timezone-aware moment")
+        return replace(self, start=moment.astimezone(UTC) - self.span())
 
 
 IN_FLIGHT = 64
 """Executions in progress at once: the interleaving a partition sees."""
 ADMIT_EVERY = timedelta(milliseconds=250)
 """Simulated time between two executions' ``pending`` events."""
+# an execution's lifecycle, in ms: pending is up to ADMIT_EVERY after its admission,
+# started within STARTED_WITHIN_MS, up to MAX_PROGRESS progress events each within
+# PROGRESS_WITHIN_MS, the terminal event within FINISH_WITHIN_MS (all exclusive)
+STARTED_WITHIN_MS = 5_000
+MAX_PROGRESS = 3
+PROGRESS_WITHIN_MS = 60_000
+FINISH_WITHIN_MS = 120_000
+LIFECYCLE_MAX = ADMIT_EVERY + timedelta(
+    milliseconds=STARTED_WITHIN_MS + MAX_PROGRESS * PROGRESS_WITHIN_MS + FINISH_WITHIN_MS
+)
+"""The longest an execution's events can run after its admission (5 min 5.25 s)."""
 
 T = EventType
 R = InvalidReason
@@ -244,15 +276,15 @@ class Simulation:
                 "deep": rng.random() < 0.5,
             }
         steps: list[tuple[T, datetime, dict[str, Any]]] = [(T.PENDING, time, pending)]
-        time += self._between(10, 5_000) * ms
+        time += self._between(10, STARTED_WITHIN_MS) * ms
         start_time = time
         steps.append((T.STARTED, time, {"start_time": start_time}))
         records = 0
-        for _ in range(self._below(4)):
-            time += self._between(100, 60_000) * ms
+        for _ in range(self._below(MAX_PROGRESS + 1)):
+            time += self._between(100, PROGRESS_WITHIN_MS) * ms
             records += self._between(1, 10_000)
             steps.append((T.PROGRESS, time, {"records_processed": records}))
-        time += self._between(100, 120_000) * ms
+        time += self._between(100, FINISH_WITHIN_MS) * ms
         steps.append(self._terminal(time, start_time, records, report_id, execution_id))
         numbered = rng.random() >= 0.1
         key, source, bits = execution_id.encode(), config.source, rng.getrandbits

@@ -14,7 +14,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -240,8 +240,9 @@ def _utc(value: datetime) -> datetime:
     "--start",
     type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
     default=None,
-    help="Time of the first event (RFC 3339; naive means UTC). Default: now, so that the "
-    "executions are recent and not already past their retention.",
+    help="Time of the first event (RFC 3339; naive means UTC). Default: the run's span "
+    "(executions x 250 ms + 5 min) before now, so that every event time is in the past "
+    "and the last executions end just before now.",
 )
 @click.option(
     "--create-topics/--no-create-topics",
@@ -270,7 +271,10 @@ def simulate(
         reorder_ratio=reorder_ratio,
         invalid_ratio=invalid_ratio,
         source=settings.source,
-        start=datetime.now(UTC) if start is None else _utc(start),
+    )
+    # no --start: the run ends by now (SimConfig.ending_by), none of its times in the future
+    config = (
+        config.ending_by(datetime.now(UTC)) if start is None else replace(config, start=_utc(start))
     )
 
     async def run() -> int:

@@ -8,7 +8,10 @@ database with the fold of the events it says are valid. What it makes:
   completed (~85%) / failed (~10%) / cancelled (~3%) / timed_out (~2%),
   about ``IN_FLIGHT`` at a time, interleaved as real traffic is (a partition
   sees many executions at once). Times start at ``start`` and advance by
-  ~``ADMIT_EVERY`` per execution; an execution lasts seconds to minutes.
+  ~``ADMIT_EVERY`` per execution; an execution lasts seconds to minutes
+  (at most ``LIFECYCLE_MAX``), so every time is within ``SimConfig.span()``
+  of ``start``. ``SimConfig.ending_by(now)`` moves ``start`` back by that
+  span: the run then ends in the past (``exectrack-producer simulate``'s default).
 - Sequence numbers 0, 1, 2, ... on every event of 90% of executions; the
   others omit it on about half of their events.
 - ``reorder_ratio`` of executions are published out of lifecycle order
@@ -47,6 +50,7 @@ from exectrack.producer._traffic import (
     DUPLICATE,
     IN_FLIGHT,
     INVALID,
+    LIFECYCLE_MAX,
     VALID,
     Record,
     SimConfig,
@@ -69,6 +73,7 @@ __all__ = [
     "ADMIT_EVERY",
     "IN_FLIGHT",
     "SIMULATE_HINT",
+    "LIFECYCLE_MAX",
     "RawSink",
     "SimConfig",
     "SimMessage",

@@ -1,10 +1,11 @@
 """The database schema as typed SQLAlchemy models (the seed document, faithfully).
 
-Four tables. ``reports`` and ``report_executions`` are the seed's; ``users`` is the
+Five tables. ``reports`` and ``report_executions`` are the seed's; ``users`` is the
 minimal table its foreign keys point to; ``purged_executions`` (revision 0002)
-keeps a tombstone per purged execution. The alembic revisions create exactly
-this; ``alembic check`` (tests/integration/test_schema.py) proves the
-models and the migrations agree.
+keeps a tombstone per purged execution; ``dead_letter_redrives`` (revision 0004)
+records each dead letter ``exectrack-consumer dlq redrive`` republished. The
+alembic revisions create exactly this; ``alembic check``
+(tests/integration/test_schema.py) proves the models and the migrations agree.
 
 Bookkeeping beyond the seed, all needed by the fold (docs/schema.md):
 - ``report_executions.fold_keys`` (JSON): for each field, the order key of the
@@ -191,6 +192,11 @@ class ReportExecution(Base):
         Index("ix_report_executions_end_time", "end_time"),
         Index("ix_report_executions_created_at", "created_at"),
         Index("ix_report_executions_retention_until", "retention_until"),
+        # the read side's (revision 0003, exectrack.consumer.read.queries)
+        Index("ix_report_executions_last_event_at", "last_event_at"),
+        Index("ix_report_executions_duration_ms", "duration_ms"),
+        Index("ix_report_executions_report_last_event", "report_id", "last_event_at"),
+        Index("ix_report_executions_report_end", "report_id", "end_time"),
         TABLE_ARGS,
     )
 
@@ -212,5 +218,44 @@ class PurgedExecution(Base):
 
     __table_args__ = (
         Index("ix_purged_executions_purged_at", "purged_at"),
+        TABLE_ARGS,
+    )
+
+
+TOPIC_CHARS = 249
+"""The longest Kafka topic name (``org.apache.kafka.common.internals.Topic``)."""
+
+
+class DeadLetterRedrive(Base):
+    """A dead letter ``exectrack-consumer dlq redrive --apply`` republished (revision 0004).
+
+    One row per dead letter (primary key: the dead-letter topic, partition,
+    offset), written BEFORE the record is sent (the claim: ``claimed_at``; a
+    duplicate key means another redrive has it, so it is never sent twice), and
+    completed once the broker acknowledged the copy (``redriven_at`` and where
+    it landed: ``target_topic``, ``target_partition``, ``target_offset``). A row
+    whose ``redriven_at`` is NULL is a claim whose send was not confirmed (the
+    command died between the claim and the acknowledgement): docs/read/dead-letters.md.
+    ``reason`` and ``record_key`` repeat the dead letter's, for the operator.
+    """
+
+    __tablename__ = "dead_letter_redrives"
+
+    dlq_topic: Mapped[str] = mapped_column(
+        String(TOPIC_CHARS, collation=ID_COLLATION), primary_key=True
+    )
+    dlq_partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    dlq_offset: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    record_key: Mapped[str | None] = mapped_column(String(255))
+    claimed_at: Mapped[datetime]
+    claimed_by: Mapped[str] = mapped_column(String(255))
+    redriven_at: Mapped[datetime | None]
+    target_topic: Mapped[str | None] = mapped_column(String(TOPIC_CHARS, collation=ID_COLLATION))
+    target_partition: Mapped[int | None] = mapped_column(Integer)
+    target_offset: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_dead_letter_redrives_claimed_at", "claimed_at"),
         TABLE_ARGS,
     )

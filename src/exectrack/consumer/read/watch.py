@@ -1,4 +1,7 @@
-"""A live view of the table for people: counts by status and the latest executions."""
+"""A live view of the table for people: counts by status and the latest executions.
+
+Optionally of the executions an ``ExecutionFilter`` selects (exectrack.consumer.read.queries).
+"""
 
 from __future__ import annotations
 
@@ -12,38 +15,30 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer.db.repository import EXECUTIONS
+from exectrack.consumer.read.queries import ExecutionFilter, filter_query
+
+NO_FILTER = ExecutionFilter()
 
 
-async def snapshot(engine: AsyncEngine, latest: int = 8) -> tuple[dict[str, int], list[Any]]:
-    """Read what the view shows, in one connection.
+async def snapshot(
+    engine: AsyncEngine, latest: int = 8, flt: ExecutionFilter = NO_FILTER
+) -> tuple[dict[str, int], list[Any]]:
+    """Read what the view shows, in one connection: the executions ``flt`` selects.
 
     Returns:
-        ``(counts, recent)``: rows of ``report_executions`` per status, and the
-        ``latest`` rows by ``last_event_at`` (newest first) as rows of
-        (execution_id, report_id, status, records_processed, duration_ms, last_event_at).
+        ``(counts, recent)``: those rows of ``report_executions`` per status, and
+        the ``latest`` of them by ``last_event_at`` (newest first, then ``id``) as
+        rows of (execution_id, report_id, status, records_processed, duration_ms,
+        last_event_at).
     """
+    e = EXECUTIONS.c
     async with engine.connect() as conn:
-        counts: dict[Any, Any] = dict(
-            (
-                await conn.execute(
-                    select(EXECUTIONS.c.status, func.count()).group_by(EXECUTIONS.c.status)
-                )
-            ).all()
-        )
-        recent = (
-            await conn.execute(
-                select(
-                    EXECUTIONS.c.execution_id,
-                    EXECUTIONS.c.report_id,
-                    EXECUTIONS.c.status,
-                    EXECUTIONS.c.records_processed,
-                    EXECUTIONS.c.duration_ms,
-                    EXECUTIONS.c.last_event_at,
-                )
-                .order_by(EXECUTIONS.c.last_event_at.desc())
-                .limit(latest)
-            )
-        ).all()
+        by_status = filter_query(select(e.status, func.count()), flt).group_by(e.status)
+        counts: dict[Any, Any] = dict((await conn.execute(by_status)).all())
+        columns = (e.execution_id, e.report_id, e.status, e.records_processed, e.duration_ms)
+        newest = filter_query(select(*columns, e.last_event_at), flt)
+        newest = newest.order_by(e.last_event_at.desc(), e.id.desc()).limit(latest)
+        recent = (await conn.execute(newest)).all()
     return {str(k): int(v) for k, v in counts.items()}, list(recent)
 
 
@@ -71,17 +66,25 @@ def render(counts: dict[str, int], recent: list[Any]) -> Group:
 
 
 async def watch(
-    engine: AsyncEngine, *, interval_s: float, duration_s: float | None, until_idle_s: float | None
+    engine: AsyncEngine,
+    *,
+    interval_s: float,
+    duration_s: float | None,
+    until_idle_s: float | None,
+    flt: ExecutionFilter = NO_FILTER,
 ) -> dict[str, int]:
     """Refresh until ``duration_s`` passed, or the table stopped changing for
-    ``until_idle_s`` (after the first row), or cancellation; return the last counts."""
+    ``until_idle_s`` (after the first row), or cancellation; return the last counts.
+
+    Only the executions ``flt`` selects are counted and shown (as
+    ``exectrack-consumer list`` with the same options)."""
     loop = asyncio.get_running_loop()
     ends = None if duration_s is None else loop.time() + duration_s
     counts: dict[str, int] = {}
     last_change, last_seen = loop.time(), None
     with Live(refresh_per_second=4) as live:
         while ends is None or loop.time() < ends:
-            counts, recent = await snapshot(engine)
+            counts, recent = await snapshot(engine, flt=flt)
             live.update(render(counts, recent))
             seen = (tuple(counts.items()), tuple(recent[:1]))
             if seen != last_seen:

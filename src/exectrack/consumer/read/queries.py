@@ -1,0 +1,518 @@
+"""The read side's queries: list, detail, statistics, duration series, stuck executions.
+
+Every function takes an ``AsyncEngine`` first and returns pydantic v2 models (the
+HTTP API serves them as they are). Portable to MySQL 8.0 and MariaDB 10.11:
+window functions yes, ``PERCENTILE_CONT`` no (MariaDB only); every value reaches
+SQL as a bound parameter. Bad arguments raise ``BadQuery`` (a ``ValueError``,
+exectrack.consumer.errors) whose ``argument`` names the argument; a cursor this
+module did not issue raises ``BadCursor`` (``argument == "cursor"``).
+
+Times are aware datetimes; every range is half-open ``[from, to)``.
+Percentiles are nearest-rank (``percentile``): docs/read/queries.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, get_args
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Select,
+    Subquery,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from exectrack.consumer.db.repository import EXECUTIONS as E
+from exectrack.consumer.db.repository import REPORTS as R
+from exectrack.consumer.db.types import UtcTimestamp
+from exectrack.consumer.errors import BadQuery
+from exectrack.consumer.ingest.fold import decode_keys
+from exectrack.consumer.read import cursor as _cursor
+from exectrack.producer.events import (
+    TERMINAL_STATUSES,
+    ExecutionStatus,
+    ReportCategory,
+    ReportType,
+    TriggerType,
+)
+
+__all__ = [
+    "MAX_BUCKETS",
+    "MAX_LIMIT",
+    "SORT_KEYS",
+    "DurationBucket",
+    "ExecutionDetail",
+    "ExecutionFilter",
+    "ExecutionPage",
+    "ExecutionSummary",
+    "FieldSource",
+    "ReportStats",
+    "SortKey",
+    "duration_series",
+    "filter_query",
+    "get_execution",
+    "list_executions",
+    "report_stats",
+    "stuck_executions",
+]
+
+SortKey = Literal["last_event_at", "created_at", "start_time", "end_time", "duration_ms"]
+SORT_KEYS: tuple[str, ...] = get_args(SortKey)
+MAX_LIMIT = 500
+"""The largest page ``list_executions`` and ``stuck_executions`` return."""
+MAX_BUCKETS = 10_000
+"""The most buckets ``duration_series`` computes in one call."""
+STUCK_STATUSES = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
+_MAX_SECONDS = 100 * 366 * 86400  # a window longer than the TIMESTAMP range is a mistake
+
+
+class ExecutionFilter(BaseModel):
+    """Which executions a list holds: every given criterion must hold (AND).
+
+    A list criterion holds when the row's value is one of the list (an empty list:
+    no criterion). ``report_type``/``category`` are the report's (``reports``).
+    Time ranges are half-open, ``[x_from, x_to)``, on ``created_at`` (the
+    execution's first event time), ``start_time`` and ``end_time``; an execution
+    without a start/end time never matches a start/end range.
+    ``stuck_for_s``: pending or running with no event for longer than this many
+    seconds (``last_event_at < now - stuck_for_s``, now by this process's clock).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: list[ExecutionStatus] = Field(default_factory=list)
+    report_id: list[str] = Field(default_factory=list)
+    report_type: ReportType | None = None
+    category: ReportCategory | None = None
+    trigger_type: list[TriggerType] = Field(default_factory=list)
+    started_by: int | None = None
+    created_from: AwareDatetime | None = None
+    created_to: AwareDatetime | None = None
+    started_from: AwareDatetime | None = None
+    started_to: AwareDatetime | None = None
+    ended_from: AwareDatetime | None = None
+    ended_to: AwareDatetime | None = None
+    stuck_for_s: float | None = Field(default=None, gt=0, lt=_MAX_SECONDS)
+
+
+class ExecutionSummary(BaseModel):
+    """One row of a list: the columns people scan (``report_executions``, docs/schema.md).
+
+    Times are aware UTC; ``duration_ms`` in milliseconds; None where no event said.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    execution_id: str
+    report_id: str
+    status: ExecutionStatus
+    trigger_type: TriggerType | None
+    started_by: int | None
+    start_time: datetime | None
+    end_time: datetime | None
+    duration_ms: int | None
+    records_processed: int | None
+    created_at: datetime
+    last_event_at: datetime
+
+
+class ExecutionPage(BaseModel):
+    """A page of ``list_executions``: its rows, and the cursor of the next page (None: the end)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: list[ExecutionSummary]
+    next_cursor: str | None
+
+
+class FieldSource(BaseModel):
+    """The event that supplied a field's value: its order key (CONTRACT.md, "The fold").
+
+    ``rank``: 0 pending, 1 started/progress, 2 terminal (``stage`` says it in words);
+    ``sequence``: the event's ``data.sequence`` (-1 when it had none); ``time``:
+    the event's ``time``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    rank: int
+    sequence: int
+    time: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def stage(self) -> str:
+        """``pending``, ``running`` or ``terminal``: the kind of event ``rank`` stands for."""
+        return ("pending", "running", "terminal")[self.rank] if 0 <= self.rank <= 2 else "?"
+
+
+class ExecutionDetail(ExecutionSummary):
+    """Every column of an execution, and which event supplied each field (``provenance``).
+
+    ``provenance`` maps a field name (and ``status``) to its ``FieldSource``,
+    decoded from ``fold_keys``: what ``exectrack-consumer status ID`` shows.
+    """
+
+    output_size_bytes: int | None
+    execution_parameters: dict[str, Any] | None
+    result_summary: dict[str, Any] | None
+    error_details: dict[str, Any] | None
+    output_location: str | None
+    retention_until: datetime | None
+    provenance: dict[str, FieldSource]
+
+
+class ReportStats(BaseModel):
+    """One report's executions created in a window (``report_stats``).
+
+    ``counts``: executions by status (every status present, 0 included);
+    ``total``: their sum; ``success_rate``: completed / terminal (completed,
+    failed, cancelled, timeout), None when none is terminal; duration
+    percentiles and maximum over the executions with a ``duration_ms`` (any
+    status), nearest-rank (``percentile``), None when none has one;
+    ``records_processed``: the sum (NULLs count 0).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    report_id: str
+    name: str | None
+    counts: dict[ExecutionStatus, int]
+    total: int
+    success_rate: float | None
+    duration_p50_ms: int | None
+    duration_p95_ms: int | None
+    duration_max_ms: int | None
+    records_processed: int
+
+
+class DurationBucket(BaseModel):
+    """One bucket of ``duration_series``: ``[start, start + bucket_s)`` by ``end_time``.
+
+    ``count``: executions that ended in it with a ``duration_ms``; ``p50_ms``/
+    ``p95_ms``: nearest-rank percentiles of their durations (milliseconds).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    start: datetime
+    count: int
+    p50_ms: int
+    p95_ms: int
+
+
+_SUMMARY = tuple(E.c[name] for name in ExecutionSummary.model_fields)
+
+
+async def list_executions(
+    engine: AsyncEngine,
+    flt: ExecutionFilter,
+    *,
+    sort: SortKey = "last_event_at",
+    descending: bool = True,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> ExecutionPage:
+    """A page of the executions ``flt`` selects, in ``sort`` order, keyset-paginated.
+
+    Arguments:
+        sort: one of ``SORT_KEYS``; ties (and NULLs: a row without a start/end
+            time or duration) are ordered by ``id``, the same direction, so the
+            order is total and pages are stable under ties. NULLs come first
+            ascending and last descending (MySQL's order of NULL).
+        descending: newest (largest) first when true.
+        limit: rows a page, 1..``MAX_LIMIT``.
+        cursor: the ``next_cursor`` of the page before (opaque, base64url of the
+            last row's sort value and ``id``, exectrack.consumer.read.cursor), or
+            None for the first page. A cursor only continues the sort and
+            direction that issued it.
+
+    Returns the page and ``next_cursor`` (None when this page is the last).
+    Concatenated pages hold every selected row exactly once while the rows do not
+    change; a row whose sort value changes between two pages may move.
+
+    Raises:
+        BadQuery: ``sort`` or ``limit`` out of domain (``argument`` names it).
+        BadCursor: ``cursor`` malformed or issued for another sort/direction.
+    """
+    if sort not in SORT_KEYS:
+        raise BadQuery("sort", f"{sort!r} is not one of {', '.join(SORT_KEYS)}")
+    _check_limit(limit)
+    col: Column[Any] = E.c[sort]
+    query = filter_query(select(*_SUMMARY), flt)
+    if cursor is not None:
+        value, last_id = _cursor.decode(cursor, sort, descending, is_time=sort != "duration_ms")
+        nullable = bool(col.nullable)
+        query = query.where(
+            _cursor.after(col, E.c.id, value, last_id, descending=descending, nullable=nullable)
+        )
+    order = (col.desc(), E.c.id.desc()) if descending else (col.asc(), E.c.id.asc())
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(*order).limit(limit + 1))).mappings().all()
+    items = [ExecutionSummary.model_validate(dict(row)) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = _cursor.encode(sort, descending, getattr(last, sort), last.id)
+    return ExecutionPage(items=items, next_cursor=next_cursor)
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery("limit", f"{limit!r} is not an integer in 1..{MAX_LIMIT}")
+
+
+def filter_query(query: Select[Any], flt: ExecutionFilter) -> Select[Any]:
+    """``query`` (a SELECT from ``report_executions``) with ``flt``'s criteria in its WHERE.
+
+    Joins ``reports`` when ``flt`` names a report type or category. Every value
+    is a bound parameter. Used by ``list_executions`` and by the watch view's
+    counts (exectrack.consumer.read.watch).
+    """
+    clauses: list[ColumnElement[bool]] = []
+    if flt.status:
+        clauses.append(E.c.status.in_(flt.status))
+    if flt.report_id:
+        clauses.append(E.c.report_id.in_(flt.report_id))
+    if flt.trigger_type:
+        clauses.append(E.c.trigger_type.in_(flt.trigger_type))
+    if flt.started_by is not None:
+        clauses.append(E.c.started_by == flt.started_by)
+    for col, low, high in (
+        (E.c.created_at, flt.created_from, flt.created_to),
+        (E.c.start_time, flt.started_from, flt.started_to),
+        (E.c.end_time, flt.ended_from, flt.ended_to),
+    ):
+        if low is not None:
+            clauses.append(col >= low)
+        if high is not None:
+            clauses.append(col < high)
+    if flt.stuck_for_s is not None:
+        clauses.append(E.c.status.in_(STUCK_STATUSES))
+        clauses.append(E.c.last_event_at < _now() - timedelta(seconds=flt.stuck_for_s))
+    if flt.report_type is not None or flt.category is not None:
+        query = query.join(R, R.c.report_id == E.c.report_id)
+        if flt.report_type is not None:
+            clauses.append(R.c.report_type == flt.report_type)
+        if flt.category is not None:
+            clauses.append(R.c.category == flt.category)
+    return query.where(*clauses)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def get_execution(engine: AsyncEngine, execution_id: str) -> ExecutionDetail | None:
+    """The execution ``execution_id`` (exact, byte-wise match) with its provenance, or None.
+
+    ``provenance`` is ``fold_keys`` decoded (exectrack.consumer.ingest.fold.decode_keys),
+    by field name in alphabetical order.
+    """
+    async with engine.connect() as conn:
+        query = select(E).where(E.c.execution_id == execution_id)
+        row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        return None
+    values = dict(row)
+    keys = decode_keys(values.pop("fold_keys"))
+    values["provenance"] = {
+        name: FieldSource(event_id=k[3], rank=k[0], sequence=k[1], time=k[2])
+        for name, k in sorted(keys.items())
+    }
+    return ExecutionDetail.model_validate(values)
+
+
+async def stuck_executions(
+    engine: AsyncEngine, *, older_than_s: float, limit: int = 50
+) -> list[ExecutionSummary]:
+    """Pending or running executions with no event for more than ``older_than_s`` seconds.
+
+    The longest silent first (``last_event_at`` ascending, then ``id``), at most
+    ``limit`` (1..``MAX_LIMIT``). Same rows as ``list_executions`` with
+    ``ExecutionFilter(stuck_for_s=older_than_s)`` sorted ascending.
+
+    Raises:
+        BadQuery: ``older_than_s`` not > 0 or ``limit`` out of 1..``MAX_LIMIT``.
+    """
+    if isinstance(older_than_s, bool) or not (
+        isinstance(older_than_s, int | float) and 0 < older_than_s < _MAX_SECONDS
+    ):
+        raise BadQuery("older_than_s", f"{older_than_s!r} is not a number of seconds > 0")
+    flt = ExecutionFilter(stuck_for_s=older_than_s)
+    page = await list_executions(engine, flt, descending=False, limit=limit)
+    return page.items
+
+
+def _window(since: datetime, until: datetime) -> None:
+    for name, value in (("since", since), ("until", until)):
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise BadQuery(name, f"{value!r} is not an aware datetime")
+    if until <= since:
+        raise BadQuery("until", f"{until.isoformat()} is not after since ({since.isoformat()})")
+
+
+def _nearest_rank(percent: int, n: ColumnElement[int]) -> ColumnElement[int]:
+    """``ceil(percent / 100 * n)`` in integer arithmetic (exact: no float rounding)."""
+    return (n * percent + 99).self_group().op("DIV")(100)
+
+
+def _percentiles(ranked: Subquery, group: ColumnElement[Any]) -> Select[Any]:
+    """p50, p95, max and count of ``ranked.c.d`` per ``group`` (``ranked``: d, rn, n)."""
+    d, rn, n = ranked.c.d, ranked.c.rn, ranked.c.n
+    return select(
+        group,
+        func.count().label("count"),
+        func.max(case((rn == _nearest_rank(50, n), d))).label("p50"),
+        func.max(case((rn == _nearest_rank(95, n), d))).label("p95"),
+        func.max(d).label("max"),
+    ).group_by(group)
+
+
+async def report_stats(
+    engine: AsyncEngine,
+    *,
+    since: datetime,
+    until: datetime,
+    report_id: str | None = None,
+) -> list[ReportStats]:
+    """Statistics per report of the executions created in ``[since, until)``.
+
+    "Created" is ``created_at``, the execution's first event time. One
+    ``ReportStats`` per report with at least one such execution (only
+    ``report_id`` when given), ordered by ``report_id``.
+
+    Percentiles are nearest-rank: of the n durations sorted ascending, the p-th
+    percentile is the value at 1-based rank ``ceil(p * n)`` (p50: ``ceil(n/2)``,
+    p95: ``ceil(0.95 n)``); always one of the values, never interpolated.
+    Computed with ``ROW_NUMBER()``/``COUNT(*) OVER (PARTITION BY report_id)``
+    (MySQL 8.0 and MariaDB 10.11; ``PERCENTILE_CONT`` is MariaDB's only).
+
+    Raises:
+        BadQuery: ``since``/``until`` naive, or ``until <= since``.
+    """
+    _window(since, until)
+    where = [E.c.created_at >= since, E.c.created_at < until]
+    if report_id is not None:
+        where.append(E.c.report_id == report_id)
+    counts = (
+        select(
+            E.c.report_id,
+            E.c.status,
+            func.count().label("n"),
+            func.coalesce(func.sum(E.c.records_processed), 0).label("records"),
+        )
+        .where(*where)
+        .group_by(E.c.report_id, E.c.status)
+    )
+    ranked = (
+        select(
+            E.c.report_id.label("g"),
+            E.c.duration_ms.label("d"),
+            func.row_number()
+            .over(partition_by=E.c.report_id, order_by=E.c.duration_ms)
+            .label("rn"),
+            func.count().over(partition_by=E.c.report_id).label("n"),
+        )
+        .where(*where, E.c.duration_ms.is_not(None))
+        .subquery()
+    )
+    async with engine.connect() as conn:
+        count_rows = (await conn.execute(counts)).all()
+        durations = {r.g: r for r in (await conn.execute(_percentiles(ranked, ranked.c.g))).all()}
+        ids = sorted({r.report_id for r in count_rows})
+        names: dict[str, str] = {}
+        if ids:
+            query = select(R.c.report_id, R.c.name).where(R.c.report_id.in_(ids))
+            names = {row.report_id: row.name for row in (await conn.execute(query)).all()}
+    return [_stats(rid, count_rows, durations.get(rid), names.get(rid)) for rid in ids]
+
+
+def _stats(report_id: str, count_rows: Sequence[Any], dur: Any, name: str | None) -> ReportStats:
+    counts = dict.fromkeys(ExecutionStatus, 0)
+    records = 0
+    for row in count_rows:
+        if row.report_id == report_id:
+            counts[ExecutionStatus(row.status)] = int(row.n)
+            records += int(row.records)
+    terminal = sum(counts[s] for s in TERMINAL_STATUSES)
+    return ReportStats(
+        report_id=report_id,
+        name=name,
+        counts=counts,
+        total=sum(counts.values()),
+        success_rate=counts[ExecutionStatus.COMPLETED] / terminal if terminal else None,
+        duration_p50_ms=None if dur is None else int(dur.p50),
+        duration_p95_ms=None if dur is None else int(dur.p95),
+        duration_max_ms=None if dur is None else int(dur.max),
+        records_processed=records,
+    )
+
+
+async def duration_series(
+    engine: AsyncEngine,
+    report_id: str,
+    *,
+    since: datetime,
+    until: datetime,
+    bucket_s: int,
+) -> list[DurationBucket]:
+    """Durations of ``report_id``'s executions that ended in ``[since, until)``, per bucket.
+
+    Bucket k is ``[since + k*bucket_s, since + (k+1)*bucket_s)`` by ``end_time``
+    (the last may reach past ``until``; only rows before ``until`` count). Only
+    buckets with at least one execution with a ``duration_ms`` are returned, in
+    time order. p50/p95 are nearest-rank (as ``report_stats``), per bucket.
+
+    Raises:
+        BadQuery: ``bucket_s`` not an integer >= 1, naive times, ``until <= since``,
+            or more than ``MAX_BUCKETS`` buckets.
+    """
+    _window(since, until)
+    if isinstance(bucket_s, bool) or not isinstance(bucket_s, int) or bucket_s < 1:
+        raise BadQuery("bucket_s", f"{bucket_s!r} is not an integer number of seconds >= 1")
+    if (until - since) / timedelta(seconds=bucket_s) > MAX_BUCKETS:
+        raise BadQuery("bucket_s", f"{bucket_s}s makes more than {MAX_BUCKETS} buckets")
+    start = bindparam("since", since, type_=UtcTimestamp())
+    offset: ColumnElement[int] = func.timestampdiff(
+        literal_column("MICROSECOND"), start, E.c.end_time
+    )
+    bucket = offset.self_group().op("DIV")(bucket_s * 1_000_000)
+    ranked = (
+        select(
+            bucket.label("g"),
+            E.c.duration_ms.label("d"),
+            func.row_number().over(partition_by=bucket, order_by=E.c.duration_ms).label("rn"),
+            func.count().over(partition_by=bucket).label("n"),
+        )
+        .where(
+            E.c.report_id == report_id,
+            E.c.end_time >= since,
+            E.c.end_time < until,
+            E.c.duration_ms.is_not(None),
+        )
+        .subquery()
+    )
+    query = _percentiles(ranked, ranked.c.g).order_by(ranked.c.g)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        DurationBucket(
+            start=since + int(r.g) * timedelta(seconds=bucket_s),
+            count=int(r.count),
+            p50_ms=int(r.p50),
+            p95_ms=int(r.p95),
+        )
+        for r in rows
+    ]
