@@ -72,8 +72,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ADMIT_EVERY",
     "IN_FLIGHT",
-    "SIMULATE_HINT",
     "LIFECYCLE_MAX",
+    "SIMULATE_HINT",
     "RawSink",
     "SimConfig",
     "SimMessage",
