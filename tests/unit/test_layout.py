@@ -144,3 +144,38 @@ def test_the_extra_check_follows_nested_extras_and_ranges(
 def test_this_environment_has_the_consumer_extra() -> None:
     assert extras.missing_consumer_requirements() == []
     assert importlib.util.find_spec("exectrack.consumer") is not None
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-m", "exectrack.consumer", "--version"], "exectrack-consumer, version "),
+        (["-m", "exectrack.consumer.cli", "--help"], "Usage: python -m exectrack.consumer.cli"),
+        (["-m", "exectrack.producer", "--version"], "exectrack-producer, version "),
+        (["-m", "exectrack.producer.cli", "--help"], "Usage: python -m exectrack.producer.cli"),
+    ],
+)
+def test_python_m_runs_the_commands(argv: list[str], expected: str, tmp_path: Path) -> None:
+    """Found by a user: `python -m exectrack.consumer.cli consume` did nothing, exit 0."""
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(expected)
+
+
+def test_version_answers_without_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(extras, "missing_consumer_requirements", lambda: ["sqlalchemy"])
+    monkeypatch.setattr(sys, "argv", ["exectrack-consumer", "--version"])
+    extras.consumer_main()
+    assert capsys.readouterr().out.startswith("exectrack-consumer, version ")
+    monkeypatch.setattr(sys, "argv", ["exectrack-consumer", "consume"])
+    with pytest.raises(SystemExit) as exited:
+        extras.consumer_main()
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "exectrack-consumer needs the consumer extra (sqlalchemy missing): "
+        "pip install 'exectrack[consumer]'\n"
+    )
