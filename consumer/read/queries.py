@@ -29,7 +29,7 @@ from sqlalchemy import (
     literal_column,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exectrack.consumer.db.repository import EXECUTIONS as E
 from exectrack.consumer.db.repository import REPORTS as R
@@ -62,6 +62,7 @@ __all__ = [
     "get_execution",
     "list_executions",
     "report_stats",
+    "resolve_reports",
     "stuck_executions",
 ]
 
@@ -250,15 +251,19 @@ async def list_executions(
         raise BadQuery("sort", f"{sort!r} is not one of {', '.join(SORT_KEYS)}")
     _check_limit(limit)
     col: Column[Any] = E.c[sort]
-    query = filter_query(select(*_SUMMARY), flt)
+    after = None
     if cursor is not None:
         value, last_id = _cursor.decode(cursor, sort, descending, is_time=sort != "duration_ms")
         nullable = bool(col.nullable)
-        query = query.where(
-            _cursor.after(col, E.c.id, value, last_id, descending=descending, nullable=nullable)
-        )
+        after = _cursor.after(col, E.c.id, value, last_id, descending=descending, nullable=nullable)
     order = (col.desc(), E.c.id.desc()) if descending else (col.asc(), E.c.id.asc())
     async with engine.connect() as conn:
+        resolved = await resolve_reports(conn, flt)
+        if resolved is None:
+            return ExecutionPage(items=[], next_cursor=None)
+        query = filter_query(select(*_SUMMARY), resolved)
+        if after is not None:
+            query = query.where(after)
         rows = (await conn.execute(query.order_by(*order).limit(limit + 1))).mappings().all()
     items = [ExecutionSummary.model_validate(dict(row)) for row in rows[:limit]]
     next_cursor = None
@@ -273,12 +278,37 @@ def _check_limit(limit: int) -> None:
         raise BadQuery("limit", f"{limit!r} is not an integer in 1..{MAX_LIMIT}")
 
 
+async def resolve_reports(conn: AsyncConnection, flt: ExecutionFilter) -> ExecutionFilter | None:
+    """``flt`` with its report type/category turned into the list of their report_ids.
+
+    None when no report matches (the listing is empty). On 1,000,000 rows the
+    list is ~300 times faster than a join or an ``IN (SELECT ...)``: both make
+    MariaDB read ``reports`` first and sort every execution of the matching
+    reports, where ``report_id IN (...)`` lets it read an ordered index and stop
+    after a page (docs/read/queries.md, "Indexes and EXPLAIN").
+    """
+    if flt.report_type is None and flt.category is None:
+        return flt
+    query = select(R.c.report_id)
+    if flt.report_type is not None:
+        query = query.where(R.c.report_type == flt.report_type)
+    if flt.category is not None:
+        query = query.where(R.c.category == flt.category)
+    if flt.report_id:
+        query = query.where(R.c.report_id.in_(flt.report_id))
+    ids = sorted(row.report_id for row in (await conn.execute(query)).all())
+    if not ids:
+        return None
+    return flt.model_copy(update={"report_id": ids, "report_type": None, "category": None})
+
+
 def filter_query(query: Select[Any], flt: ExecutionFilter) -> Select[Any]:
     """``query`` (a SELECT from ``report_executions``) with ``flt``'s criteria in its WHERE.
 
-    Joins ``reports`` when ``flt`` names a report type or category. Every value
-    is a bound parameter. Used by ``list_executions`` and by the watch view's
-    counts (exectrack.consumer.read.watch).
+    A report type or category becomes ``report_id IN (SELECT ...)``: correct,
+    but slow on large tables; callers resolve them first (``resolve_reports``).
+    Every value is a bound parameter. Used by ``list_executions`` and by the
+    watch view (exectrack.consumer.read.watch).
     """
     clauses: list[ColumnElement[bool]] = []
     if flt.status:
@@ -302,11 +332,12 @@ def filter_query(query: Select[Any], flt: ExecutionFilter) -> Select[Any]:
         clauses.append(E.c.status.in_(STUCK_STATUSES))
         clauses.append(E.c.last_event_at < _now() - timedelta(seconds=flt.stuck_for_s))
     if flt.report_type is not None or flt.category is not None:
-        query = query.join(R, R.c.report_id == E.c.report_id)
+        reports = select(R.c.report_id)
         if flt.report_type is not None:
-            clauses.append(R.c.report_type == flt.report_type)
+            reports = reports.where(R.c.report_type == flt.report_type)
         if flt.category is not None:
-            clauses.append(R.c.category == flt.category)
+            reports = reports.where(R.c.category == flt.category)
+        clauses.append(E.c.report_id.in_(reports))
     return query.where(*clauses)
 
 

@@ -53,7 +53,7 @@ async def plans(engine: AsyncEngine, flt: ExecutionFilter, sort: Any) -> list[li
     sent: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, params: Any, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
+        if "FROM report_executions" in statement:  # not the report type's lookup
             sent.append((statement, params))
 
     event.listen(engine.sync_engine, "before_cursor_execute", capture)
