@@ -161,6 +161,15 @@ async def test_a_page_holds_the_summary_columns(known: Known) -> None:
             assert value == row[name], name
 
 
+async def test_a_report_type_no_report_has_lists_nothing(known: Known) -> None:
+    for flt in (
+        ExecutionFilter(report_type=ReportType.CUSTOM),
+        ExecutionFilter(category=ReportCategory.SECURITY, report_id=["r-a"]),
+    ):
+        page = await list_executions(known[0], flt)
+        assert (page.items, page.next_cursor) == ([], None)
+
+
 def cursor_of(parts: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
 

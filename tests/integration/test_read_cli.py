@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from exectrack.consumer.cli import main as consumer_cli
 from exectrack.consumer.db import migrate
 from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.db.repository import EXECUTIONS, write_batch
@@ -98,12 +100,14 @@ async def test_list_filters_sorts_and_pages(known: Known) -> None:
     rows = [*rows]  # d1 is not in the oracle's rows: the filters below exclude it
     flt = ExecutionFilter(status=[S.FAILED, S.COMPLETED, S.TIMEOUT], report_id=["r-b", "r-c"])
     args = ["--status", "failed", "--status", "completed", "--status", "timeout",
-            "--report", "r-b", "--report", "r-c", "--limit", "4"]  # fmt: skip
+            "--report", "r-b", "--report", "r-c", "--limit", "15"]  # fmt: skip
     expected = ordered(selected(rows, flt, NOW), "last_event_at", descending=True)
-    assert len(expected) > 8
+    assert len(expected) > 30  # three pages and more, through --cursor
     assert await listed(url, *args) == expected
     by_duration = ordered(selected(rows, flt, NOW), "duration_ms", descending=False)
-    assert await listed(url, *args, "--sort", "duration_ms", "--asc") == by_duration
+    assert await listed(url, *args, "--sort", "duration_ms", "--asc", "--limit", "500") == (
+        by_duration
+    )
 
     created_from, created_to = NOW - timedelta(hours=60), NOW - timedelta(hours=20)
     flt = ExecutionFilter(
@@ -166,10 +170,19 @@ async def test_list_prints_a_table_and_the_next_cursor(known: Known) -> None:
 async def test_a_bad_value_is_a_usage_error_naming_the_option(
     known: Known, args: list[str], option: str
 ) -> None:
-    done = await cli(known[1], *args)
-    assert done.returncode == 2, (done.stdout, done.stderr)
+    """In process (click's runner: the console script's code, without its start-up time)."""
+    env = {"EXECTRACK_DATABASE__URL": known[1], "EXECTRACK_LOG_LEVEL": "error"}
+    done = await asyncio.to_thread(CliRunner().invoke, consumer_cli, args, env=env)
+    assert done.exit_code == 2, done.output
     assert "Usage:" in done.stderr
     assert f"'{option}'" in done.stderr, done.stderr
+    assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+async def test_the_console_script_ends_a_bad_value_in_a_usage_error(known: Known) -> None:
+    done = await cli(known[1], "list", "--cursor", "garbage!")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Error: Invalid value for '--cursor'" in done.stderr
     assert "Traceback" not in done.stderr
 
 

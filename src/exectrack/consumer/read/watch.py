@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer.db.repository import EXECUTIONS
-from exectrack.consumer.read.queries import ExecutionFilter, filter_query
+from exectrack.consumer.read.queries import ExecutionFilter, filter_query, resolve_reports
 
 NO_FILTER = ExecutionFilter()
 
@@ -33,6 +33,10 @@ async def snapshot(
     """
     e = EXECUTIONS.c
     async with engine.connect() as conn:
+        resolved = await resolve_reports(conn, flt)
+        if resolved is None:
+            return {}, []
+        flt = resolved
         by_status = filter_query(select(e.status, func.count()), flt).group_by(e.status)
         counts: dict[Any, Any] = dict((await conn.execute(by_status)).all())
         columns = (e.execution_id, e.report_id, e.status, e.records_processed, e.duration_ms)
