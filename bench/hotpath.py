@@ -12,6 +12,9 @@ for every execution (new rows: the default retention policy's period) and
 message, best of ``--repeat`` passes over the messages (the GC tuned as
 ``consume`` tunes it).
 
+``--parts`` also times, over the same messages, what the fast path
+(``exectrack.consumer.ingest.fast``) is made of, one at a time: what bounds it.
+
 ``--against PATH`` runs the same measurement with the code of another
 checkout (``PATH/src`` first on ``PYTHONPATH``), alternately with this one,
 ``--rounds`` times each, in child processes: a ratio measured in one run,
@@ -104,6 +107,57 @@ def measure(events: int, seed: int, batch: int, repeat: int) -> dict[str, Any]:
     }
 
 
+def parts(events: int, seed: int, repeat: int) -> dict[str, float]:
+    """CPU per message of the fast path's steps, each alone over every valid message."""
+    from hashlib import blake2b
+
+    import msgspec
+
+    from exectrack.consumer.ingest import fast
+    from exectrack.consumer.ingest.decode import tune_gc
+    from exectrack.producer._models import CANONICAL_OPTIONS
+    from exectrack.producer.events import dumps_json
+
+    records = [r for r in messages(events, seed) if fast.fast_fact(r.value, r.headers, r.key)]
+    envelopes = [fast._DECODER.decode(r.value) for r in records]
+    sent = [msgspec.to_builtins(e.data, builtin_types=(msgspec.Raw,)) for e in envelopes]
+    for fields in sent:  # as fast_fact makes them: times and JSON fields read
+        for name, value in fields.items():
+            if isinstance(value, msgspec.Raw):
+                fields[name] = fast._json_object(value)
+            elif name in fast._TIMES:
+                fields[name] = fast._utc(value)
+    canonical = [
+        {"specversion": "1.0", "id": e.id, "source": e.source, "type": e.type,
+         "subject": e.subject, "time": fast._utc(e.time), "datacontenttype": "application/json",
+         "data": s}
+        for e, s in zip(envelopes, sent, strict=True)
+    ]  # fmt: skip
+    texts = [dumps_json(c, option=CANONICAL_OPTIONS) for c in canonical]
+    steps = {
+        "fast_fact, whole": lambda: [fast.fast_fact(r.value, r.headers, r.key) for r in records],
+        "msgspec decode": lambda: [fast._DECODER.decode(r.value) for r in records],
+        "envelope time (regex, fromisoformat)": lambda: [fast._utc(e.time) for e in envelopes],
+        "data fields sent (to_builtins)": lambda: [
+            msgspec.to_builtins(e.data, builtin_types=(msgspec.Raw,)) for e in envelopes
+        ],
+        "canonical JSON (orjson)": lambda: [
+            dumps_json(c, option=CANONICAL_OPTIONS) for c in canonical
+        ],
+        "blake2b-128 of it": lambda: [blake2b(t, digest_size=16).hexdigest() for t in texts],
+    }
+    tune_gc()
+    clock = time.process_time
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        for name, step in steps.items():
+            started = clock()
+            step()
+            spent = (clock() - started) / len(records) * 1e6
+            best[name] = min(best.get(name, spent), spent)
+    return {name: round(v, 2) for name, v in best.items()}
+
+
 def child(code: Path, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{code / 'src'}:{HERE}"}
     argv = [sys.executable, "-m", "bench.hotpath", "--json", "--events", str(args.events),
@@ -127,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", type=Path, help="another checkout: A/B, interleaved")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    parser.add_argument("--parts", action="store_true", help="also time the fast path's steps")
     args = parser.parse_args(argv)
+    if args.parts:
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        for name, micros in parts(args.events, args.seed, args.repeat).items():
+            print(f"  {name:<38} {micros:6.2f} us/message")
     if args.against is None:
         result = measure(args.events, args.seed, args.batch, args.repeat)
         print(json.dumps(result) if args.json else show(result))
