@@ -149,6 +149,7 @@ ODD_VALUES = [
 RAW_TOKENS = [b"1e400", b"-1e400", b"NaN", b"Infinity", b'"\\ud800"', b'"\\udc00x"',
               b'"\\ud83d\\ude00"', b"123456789012345678901234567890", b"1.0e2", b"-0", b"1E2",
               b'"\\u0000"', b'"\\u00e9"', b"[" * 40 + b"]" * 40, b"[" * 300 + b"]" * 300,
+              b"[" * 5000 + b"]" * 5000,
               b"[1,]", b'"\xff"', b'"\xed\xa0\x80"', b"0.1e-400"]  # fmt: skip
 ENVELOPE = ["specversion", "id", "source", "type", "subject", "time", "datacontenttype"]
 DATA = ["execution_id", "report_id", *fast._Data.__struct_fields__[2:]]
@@ -351,3 +352,16 @@ def test_json_fields_keep_integers_of_any_size() -> None:
     assert found is not None
     assert found.fields["result_summary"] == {"n": 123456789012345678901234567890, "f": 1.5}
     agree(value, HEADERS, b"e")
+
+
+def test_deep_nesting_is_left_to_the_contracts_parser() -> None:
+    """msgspec stops at its recursion limit: the fast path says "not sure", never raises."""
+    deep = b"[" * 5000 + b"]" * 5000
+    head = (
+        b'{"specversion":"1.0","id":"i","source":"/s","type":"exectrack.execution.started",'
+        b'"subject":"e","time":"2026-11-01T12:00:00Z","data":{"execution_id":"e",'
+        b'"report_id":"r","result_summary":'
+    )
+    for value in (head + deep + b"}}", head + b'{"a":' + deep + b"}}}", deep):
+        assert fast.fast_fact(value, HEADERS, b"e") is None
+        agree(value, HEADERS, b"e")

@@ -161,7 +161,7 @@ def _json_object(raw: msgspec.Raw) -> Any:
         if type(value) is not dict:
             return ...
         return check_json_object(value)
-    except (orjson.JSONDecodeError, PydanticCustomError):
+    except (orjson.JSONDecodeError, PydanticCustomError, RecursionError):
         return ...
 
 
@@ -184,7 +184,7 @@ def fast_fact(
         return None
     try:
         envelope = _DECODER.decode(value)
-    except msgspec.DecodeError:  # ValidationError too
+    except (msgspec.DecodeError, RecursionError):  # ValidationError too; nested too deep
         return None
     data = envelope.data
     execution_id = data.execution_id
