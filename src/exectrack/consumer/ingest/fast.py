@@ -23,7 +23,8 @@ messages):
   counts go to ``parse_event`` too;
 - the JSON object fields are kept as raw bytes by msgspec and read by the
   contract's own ``loads_json`` and ``check_json_object``, so their values are
-  exactly ``parse_event``'s (integers of any size, the 64 KiB limit, depth);
+  exactly ``parse_event``'s (integers of any size, the 64 KiB limit, depth;
+  nested deeper than msgspec recurses: ``parse_event``);
 - times: only ``YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM)`` with second
   < 60, read by ``datetime.fromisoformat`` (what pydantic reads the same way);
   the envelope's within ``MIN_TIME..MAX_TIME``; lower-case ``t``/``z``, a space,
