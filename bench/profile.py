@@ -5,8 +5,8 @@ in-process into a fresh database (the same code as ``exectrack-consumer
 consume``) and splits the process's CPU time (``time.process_time``) by stage,
 timing the synchronous functions that make up each one:
 
-- parse + validate: ``exectrack.consumer.ingest.decode.Decoder.add`` (orjson + pydantic,
-  the contract's rules);
+- parse + validate: ``exectrack.consumer.ingest.decode.Decoder.add`` (the fast path,
+  msgspec, with the order key's digest; orjson + pydantic for what it is not sure of);
 - fold: ``exectrack.consumer.ingest.fold.fold_events`` (per-field last-writer-wins by K);
 - rows: ``ExecutionFold.to_row`` (derived fields, ``fold_keys`` encoding);
 - SQL literals: ``exectrack.consumer.db.fastsql.render_each``;
@@ -115,6 +115,7 @@ async def profile(events: int, seed: int, tree: bool) -> dict[str, Any]:
         process_cpu, busy = time.process_time() - cpu, machine.busy()
         if profiler is not None:
             profiler.stop()
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.with_suffix(".txt").write_text(profiler.output_text(unicode=False))
         correct = await count_rows(url) == topic.executions
     per_event = {stage: s / total * 1e6 for stage, s in spent.items()}

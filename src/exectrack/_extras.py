@@ -32,6 +32,7 @@ CONSUMER_MODULES = (
     "aiohttp",
     "rich",
     "tenacity",
+    "msgspec",
     "fastapi",
     "uvicorn",
     "jinja2",

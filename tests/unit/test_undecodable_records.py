@@ -105,7 +105,7 @@ def test_header_name_not_utf8_in_the_middle_is_read_leniently_and_dead_lettered(
     assert cause[0] == UNDECODABLE_HEADER
     assert b"header name 'x-trace-\\\\xff\\\\xfe' is not UTF-8" in cause[1]
     decoder = decode(records)
-    assert [e.data.execution_id for e in decoder.execution_events] == ["exec-a", "exec-c"]
+    assert [f.execution_id for f in decoder.facts] == ["exec-a", "exec-c"]
     [dead] = decoder.dead
     assert (dead.offset, dead.reason, dead.key, dead.value) == (
         1, UNDECODABLE_RECORD, b"exec-b", event("exec-b"),
@@ -118,7 +118,7 @@ def test_header_name_not_utf8_in_the_middle_is_read_leniently_and_dead_lettered(
 def test_valid_header_names_are_not_marked() -> None:
     records = fetch(bytes(three((b"exec-b", event("exec-b"), [CT, ("x-trace-é", b"v")]))))
     assert all(r.headers[-1][0] != UNDECODABLE_HEADER for r in records)
-    assert len(decode(records).execution_events) == 3
+    assert len(decode(records).facts) == 3
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def test_record_fields_that_cannot_be_read_are_dead_lettered_alone(
     records = fetch(bytes(fix_crc(data)))
     assert [r.offset for r in records] == [0, 1, 2]
     decoder = decode(records)
-    assert [e.data.execution_id for e in decoder.execution_events] == ["exec-a", "exec-c"]
+    assert [f.execution_id for f in decoder.facts] == ["exec-a", "exec-c"]
     [dead] = decoder.dead
     assert (dead.offset, dead.reason, dead.key, dead.value) == (
         1,
@@ -156,7 +156,7 @@ def test_a_batch_whose_crc_does_not_match_is_dead_lettered_and_the_next_batch_ap
     bad[-10] ^= 0x01  # a byte of exec-b's last header changes; the CRC no longer matches
     good = fix_crc(batch([(b"exec-c", event("exec-c"), [CT])], base_offset=2))
     decoder = decode(fetch(bytes(bad + good)))
-    assert [e.data.execution_id for e in decoder.execution_events] == ["exec-c"]
+    assert [f.execution_id for f in decoder.facts] == ["exec-c"]
     assert [(d.offset, d.reason) for d in decoder.dead] == [
         (0, UNDECODABLE_RECORD),
         (1, UNDECODABLE_RECORD),
@@ -178,7 +178,7 @@ def test_a_record_length_past_the_batch_skips_the_rest_with_a_metric() -> None:
     records = fetch(bytes(data + good))
     assert [r.offset for r in records] == [0, 3]
     assert counter._value.get() - before == 2  # offsets 1 and 2
-    assert [e.data.execution_id for e in decode(records).execution_events] == ["exec-a", "exec-d"]
+    assert [f.execution_id for f in decode(records).facts] == ["exec-a", "exec-d"]
 
 
 def test_a_compressed_payload_the_codec_refuses_is_skipped_with_a_metric() -> None:
@@ -193,4 +193,4 @@ def test_a_compressed_payload_the_codec_refuses_is_skipped_with_a_metric() -> No
     records = fetch(bytes(fix_crc(bad) + good))
     assert [r.offset for r in records] == [2]
     assert counter._value.get() - before == 2  # offsets 0 and 1
-    assert [e.data.execution_id for e in decode(records).execution_events] == ["exec-c"]
+    assert [f.execution_id for f in decode(records).facts] == ["exec-c"]

@@ -55,11 +55,12 @@ smaller. Deeper values are valid JSON: the consumer counts them as not carried
 # would reach the dead-letter header half filled (tests/unit/test_events.py).
 
 _IDENTIFIER = r"[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?"
-_IDENTIFIER_RE = re.compile(_IDENTIFIER)
+IDENTIFIER_RE = re.compile(_IDENTIFIER)
+"""What an identifier must fullmatch (``Identifier``)."""
 
 
 def _check_identifier(value: str) -> str:
-    if _IDENTIFIER_RE.fullmatch(value) is None:
+    if IDENTIFIER_RE.fullmatch(value) is None:
         msg = "Identifier must not start or end with whitespace nor contain control characters"
         raise PydanticCustomError("identifier", msg)
     return value
@@ -322,7 +323,14 @@ def json_depth(value: Any, limit: int | None = None) -> int:
     return deepest
 
 
-def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
+def check_json_object(value: dict[str, Any]) -> dict[str, Any]:
+    """Return ``value`` when it fits ``JsonObject``: serializable and at most
+    ``MAX_JSON_FIELD_BYTES`` as compact JSON.
+
+    Raises:
+        PydanticCustomError: ``json_object`` (not serializable, e.g. nested
+            deeper than orjson writes) or ``too_large``.
+    """
     # Serialized two levels down, where it sits in the message, so orjson's
     # nesting limit (254) is met here and not first by to_json.
     try:
@@ -337,7 +345,7 @@ def _check_json_object(value: dict[str, Any]) -> dict[str, Any]:
 
 JsonObject = Annotated[
     dict[str, Any],
-    AfterValidator(_check_json_object),
+    AfterValidator(check_json_object),
     Field(description="At most 65536 bytes as compact JSON."),
 ]
 """A JSON object of at most 64 KiB compact serialization (a MySQL ``JSON`` column).

@@ -21,9 +21,12 @@ from typing import Any
 
 from exectrack.consumer.dlq.letter import DeadLetter
 from exectrack.consumer.ingest.anomalies import report_conflicts, report_out_of_range
+from exectrack.consumer.ingest.fast import fast_fact
 from exectrack.consumer.ingest.fold import (
     ExecutionFold,
+    Fact,
     OutOfRange,
+    fact_of,
     fold_events,
     shown,
     storable_json,
@@ -104,10 +107,15 @@ class Batch:
 
 
 class Decoder:
-    """Builds a Batch record by record, so a caller can yield between chunks."""
+    """Builds a Batch record by record, so a caller can yield between chunks.
+
+    Each record is read by the fast path (``exectrack.consumer.ingest.fast``) and,
+    when it is not sure, by ``parse_event``: the contract's judge, whose
+    ``InvalidEvent`` names the dead letter's reason.
+    """
 
     def __init__(self) -> None:
-        self.execution_events: list[ExecutionEvent] = []
+        self.facts: list[Fact] = []
         self.definitions: dict[str, ReportDefinedEvent] = {}
         self.dead: list[DeadLetter] = []
         self.offsets: dict[Any, int] = {}
@@ -117,46 +125,62 @@ class Decoder:
     def add(self, tp: Any, records: Iterable[Any]) -> None:
         """Decode ``records`` of partition ``tp``; count the valid ones without a key
         (``exectrack_events_without_key_total``: accepted, docs/events.md "Transport")."""
-        definitions, sources = self.definitions, self.sources
+        facts, sources = self.facts, self.sources
         without_key = 0
+        record = None
         for record in records:
             self.records += 1
-            self.offsets[tp] = record.offset + 1
             headers = record.headers
             if headers and headers[-1][0] == UNDECODABLE_HEADER:  # exectrack.consumer.kafka
                 error = headers[-1][1].decode("utf-8", "replace")
                 self.dead.append(DeadLetter.of(record, UNDECODABLE_RECORD, error))
                 continue
-            try:
-                event = parse_event(record.value, record.headers or (), record.key)
-            except InvalidEvent as exc:
-                self.dead.append(DeadLetter.of(record, str(exc.reason), exc.detail))
-                continue
-            if not record.key:  # None or b""
-                without_key += 1
-            if isinstance(event, ExecutionEvent):
-                self.execution_events.append(event)
-                sources.setdefault(("execution", event.data.execution_id), []).append(record)
-            else:
-                event = storable_definition(event)
-                rid = event.data.report_id
-                sources.setdefault(("report", rid), []).append(record)
-                current = definitions.get(rid)
-                if current is None:
-                    definitions[rid] = event
+            fact = fast_fact(record.value, headers, record.key)
+            if fact is None:
+                try:
+                    event = parse_event(record.value, headers or (), record.key)
+                except InvalidEvent as exc:
+                    self.dead.append(DeadLetter.of(record, str(exc.reason), exc.detail))
                     continue
-                key, other = event.order_key, current.order_key
-                if key[:3] == other[:3] and key[3] != other[3]:  # one id, two definitions
-                    report_conflicts([(rid, event.id)], key="report_id")
-                if key > other:
-                    definitions[rid] = event
+                if not isinstance(event, ExecutionEvent):
+                    if not record.key:  # None or b""
+                        without_key += 1
+                    self._define(event, record)
+                    continue
+                fact = fact_of(event)
+            if not record.key:
+                without_key += 1
+            facts.append(fact)
+            found = sources.get(("execution", fact.execution_id))
+            if found is None:
+                sources["execution", fact.execution_id] = [record]
+            else:
+                found.append(record)
+        if record is not None:
+            self.offsets[tp] = record.offset + 1
         if without_key:
             EVENTS_WITHOUT_KEY.inc(without_key)
+
+    def _define(self, event: ReportDefinedEvent, record: Any) -> None:
+        """Keep the winning definition per report (its order key), reporting conflicts."""
+        definitions = self.definitions
+        event = storable_definition(event)
+        rid = event.data.report_id
+        self.sources.setdefault(("report", rid), []).append(record)
+        current = definitions.get(rid)
+        if current is None:
+            definitions[rid] = event
+            return
+        key, other = event.order_key, current.order_key
+        if key[:3] == other[:3] and key[3] != other[3]:  # one id, two definitions
+            report_conflicts([(rid, event.id)], key="report_id")
+        if key > other:
+            definitions[rid] = event
 
     def batch(self) -> Batch:
         """The ``Batch`` of everything added so far (execution events folded now)."""
         return Batch(
-            executions=fold_events(self.execution_events),
+            executions=fold_events(self.facts),
             definitions=self.definitions,
             dead_letters=self.dead,
             offsets=self.offsets,

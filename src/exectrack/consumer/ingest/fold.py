@@ -29,7 +29,7 @@ content is unknown.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -130,9 +130,42 @@ def storable(name: str, value: Any) -> Any:
     return value if value <= _LARGEST[name] else None
 
 
+class Fact(NamedTuple):
+    """One execution event as the fold reads it: what ``ExecutionFold`` takes from it.
+
+    ``key``: the event's order key K (``ExecutionEvent.order_key``); ``fields``:
+    the ``CARRIED_FIELDS`` the event gave a value (not null) -> that value as
+    validated (before ``storable``). Made from a validated event by
+    ``fact_of``, or straight from a message's bytes by the consumer's decoder
+    (exectrack.consumer.ingest.fast); both give equal facts for one message.
+    """
+
+    execution_id: str
+    report_id: str
+    status: ExecutionStatus
+    key: OrderKey
+    started_by: int | None
+    fields: dict[str, Any]
+
+
+def fact_of(event: ExecutionEvent) -> Fact:
+    """The ``Fact`` of a validated execution event."""
+    data = event.data
+    values = data.__dict__
+    fields = {
+        name: values[name]
+        for name in CARRIED_FIELDS
+        if name in data.model_fields_set and values[name] is not None
+    }
+    return Fact(data.execution_id, data.report_id, event.status, event.order_key,
+                data.started_by, fields)  # fmt: skip
+
+
 STATUS = "status"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
+ONE_US = timedelta(microseconds=1)
+_KEYED_NAMES = sorted((STATUS, *CARRIED_FIELDS))  # encode_keys' order of "f"
 
 
 @dataclass(slots=True)
@@ -156,21 +189,23 @@ class ExecutionFold:
     users: set[int] = field(default_factory=set)
 
     @classmethod
-    def of(cls, event: ExecutionEvent) -> ExecutionFold:
+    def of(cls, event: ExecutionEvent | Fact) -> ExecutionFold:
         """The state of an execution that has seen only ``event``."""
-        key = event.order_key
+        fact = event if type(event) is Fact else fact_of(event)  # type: ignore[arg-type]
+        key = fact.key
         fold = cls(
-            execution_id=event.data.execution_id,
-            status=event.status,
+            execution_id=fact.execution_id,
+            status=fact.status,
             status_key=key,
-            first_time=event.time,
-            last_time=event.time,
+            first_time=key[2],
+            last_time=key[2],
             digests={key[3]: key[4]},
-            reports={event.data.report_id},
+            reports={fact.report_id},
         )
-        if event.data.started_by is not None and event.data.started_by <= MAX_INT_ID:
-            fold.users.add(event.data.started_by)  # above INT: not carried (storable)
-        fold._take_fields(event, key)
+        user = fact.started_by
+        if user is not None and user <= MAX_INT_ID:
+            fold.users.add(user)  # above INT: not carried (storable)
+        fold._take_fields(fact.fields, key)
         return fold
 
     def _seen(self, event_id: str, digest: str) -> None:
@@ -180,46 +215,43 @@ class ExecutionFold:
         if known != digest:
             self.conflicts.add(event_id)
 
-    def add(self, event: ExecutionEvent) -> None:
+    def add(self, event: ExecutionEvent | Fact) -> None:
         """Merge one event into this state (in place).
 
         Each field it carries replaces the stored one when the event's order key
         is greater (CONTRACT.md, "The fold"); adding an event twice changes nothing.
         """
-        key = event.order_key
+        fact = event if type(event) is Fact else fact_of(event)  # type: ignore[arg-type]
+        key = fact.key
         event_id, digest = key[3], key[4]  # inlined _seen: once per event, hot path
         if self.digests.setdefault(event_id, digest) != digest:
             self.conflicts.add(event_id)
-        data = event.data
-        self.reports.add(data.report_id)
-        if data.started_by is not None and data.started_by <= MAX_INT_ID:
-            self.users.add(data.started_by)
+        self.reports.add(fact.report_id)
+        user = fact.started_by
+        if user is not None and user <= MAX_INT_ID:
+            self.users.add(user)
         if key > self.status_key:
-            self.status, self.status_key = event.status, key
-        if event.time < self.first_time:
-            self.first_time = event.time
-        elif event.time > self.last_time:
-            self.last_time = event.time
-        self._take_fields(event, key)
+            self.status, self.status_key = fact.status, key
+        time = key[2]
+        if time < self.first_time:
+            self.first_time = time
+        elif time > self.last_time:
+            self.last_time = time
+        self._take_fields(fact.fields, key)
 
-    def _take_fields(self, event: ExecutionEvent, key: OrderKey) -> None:
-        data = event.data
-        fields = data.__dict__
+    def _take_fields(self, fields: dict[str, Any], key: OrderKey) -> None:
         values = self.values
-        # only the fields the event carried (pydantic records which were given)
-        for name in data.model_fields_set:
-            if name not in _CARRIED:
-                continue
-            value = fields[name]
-            if value is not None and name in _RANGED:
-                taken = storable(name, value)
-                if taken is not value:
-                    self.out_of_range.add((name, event.id, shown(value), taken))
-                value = taken
-            if value is not None:
-                current = values.get(name)
-                if current is None or key > current[0]:
-                    values[name] = (key, value)
+        for name, sent in fields.items():  # only the carried fields the event gave a value
+            value = sent
+            if name in _RANGED:
+                value = storable(name, sent)
+                if value is not sent:
+                    self.out_of_range.add((name, key[3], shown(sent), value))
+                if value is None:
+                    continue
+            current = values.get(name)
+            if current is None or key > current[0]:
+                values[name] = (key, value)
 
     def merge(self, other: ExecutionFold) -> None:
         """Join another state of the same execution into this one (in place).
@@ -259,13 +291,9 @@ class ExecutionFold:
         when both are known and ``end_time >= start_time`` (CONTRACT.md, "The
         fold"); else None.
         """
-        carried = self.value("duration_ms")
-        if carried is not None:
-            return int(carried)
-        start, end = self.value("start_time"), self.value("end_time")
-        if start is not None and end is not None and end >= start:
-            return int((end - start) // ONE_MS)
-        return None
+        return _duration(
+            self.value("duration_ms"), self.value("start_time"), self.value("end_time")
+        )
 
     def retention_until(self, period: timedelta | None) -> datetime | None:
         """Explicit override if carried; else, once terminal, (end_time or the
@@ -274,12 +302,16 @@ class ExecutionFold:
         CONTRACT.md, "The fold" (``retention_until``). Returns an aware UTC
         datetime, capped at ``MAX_TIME`` (the end of MySQL ``TIMESTAMP``), or None.
         """
-        explicit = self.value("retention_until")
+        return self._retention(self.value("retention_until"), self.value("end_time"), period)
+
+    def _retention(
+        self, explicit: datetime | None, end_time: datetime | None, period: timedelta | None
+    ) -> datetime | None:
         if explicit is not None:
-            return explicit  # type: ignore[no-any-return]
-        if not self.terminal or period is None:
+            return explicit
+        if period is None or self.status not in TERMINAL_STATUSES:
             return None
-        base: datetime = self.value("end_time") or self.status_key[2]
+        base = end_time or self.status_key[2]
         try:
             until = base + period
         except OverflowError:
@@ -293,16 +325,17 @@ class ExecutionFold:
         (``RetentionPolicy.period``), as ``retention_until`` takes it;
         ``fold_keys`` is ``encode_keys(self)``.
         """
-        row: dict[str, Any] = {name: self.value(name) for name in CARRIED_FIELDS}
-        row.update(
-            execution_id=self.execution_id,
-            status=self.status,
-            duration_ms=self.duration_ms(),
-            retention_until=self.retention_until(retention_period),
-            created_at=self.first_time,
-            last_event_at=self.last_time,
-            fold_keys=encode_keys(self),
-        )
+        row: dict[str, Any] = dict.fromkeys(CARRIED_FIELDS)  # None: no event carried it
+        for name, (_, value) in self.values.items():
+            row[name] = value
+        end_time = row["end_time"]
+        row["execution_id"] = self.execution_id
+        row["status"] = self.status
+        row["duration_ms"] = _duration(row["duration_ms"], row["start_time"], end_time)
+        row["retention_until"] = self._retention(row["retention_until"], end_time, retention_period)
+        row["created_at"] = self.first_time
+        row["last_event_at"] = self.last_time
+        row["fold_keys"] = encode_keys(self)
         return row
 
     @classmethod
@@ -327,9 +360,17 @@ class ExecutionFold:
         return fold
 
 
+def _duration(carried: Any, start: datetime | None, end: datetime | None) -> int | None:
+    if carried is not None:
+        return int(carried)
+    if start is not None and end is not None and end >= start:
+        return int((end - start) // ONE_MS)
+    return None
+
+
 def _encode_key(key: OrderKey) -> list[Any]:
     rank, sequence, time, event_id, digest = key
-    return [rank, sequence, (time - EPOCH) // timedelta(microseconds=1), event_id, digest]
+    return [rank, sequence, (time - EPOCH) // ONE_US, event_id, digest]
 
 
 def _decode_key(raw: list[Any]) -> OrderKey:
@@ -345,13 +386,22 @@ def encode_keys(fold: ExecutionFold) -> dict[str, Any]:
     ``{"k": [[rank, seq, time_us, id, digest], ...], "f": {"status": 0, "report_id": 0, ...}}``
     Most fields of an execution come from a handful of events, so this stays small.
     """
+    # Most fields share one key object per event: distinct by identity first (cheap),
+    # then by value (equal keys from different objects, e.g. a stored row's, are one).
     by_field: dict[str, OrderKey] = {STATUS: fold.status_key}
-    by_field.update({name: key for name, (key, _) in fold.values.items()})
-    distinct = sorted(set(by_field.values()), reverse=True)
-    index = {key: i for i, key in enumerate(distinct)}
+    objects = {id(fold.status_key): fold.status_key}
+    for name, (key, _) in fold.values.items():
+        by_field[name] = key
+        objects[id(key)] = key
+    distinct = sorted(set(objects.values()), reverse=True)
+    position = {key: i for i, key in enumerate(distinct)}
+    index = {ident: position[key] for ident, key in objects.items()}
+    names = [name for name in _KEYED_NAMES if name in by_field]
+    if len(names) != len(by_field):  # a stored row with names of its own
+        names = sorted(by_field)
     return {
         "k": [_encode_key(key) for key in distinct],
-        "f": {name: index[key] for name, key in sorted(by_field.items())},
+        "f": {name: index[id(by_field[name])] for name in names},
     }
 
 
@@ -389,13 +439,14 @@ def first_terminal(stored_status: str | None, merged: ExecutionFold) -> bool:
     return merged.terminal and (stored_status is None or stored_status not in TERMINAL_STATUSES)
 
 
-def fold_events(events: list[ExecutionEvent]) -> dict[str, ExecutionFold]:
-    """Fold a batch of execution events into one state per execution_id."""
+def fold_events(events: Sequence[ExecutionEvent | Fact]) -> dict[str, ExecutionFold]:
+    """Fold a batch of execution events (or their ``Fact``s) into one state per execution_id."""
     folds: dict[str, ExecutionFold] = {}
     for event in events:
-        current = folds.get(event.data.execution_id)
+        fact = event if type(event) is Fact else fact_of(event)  # type: ignore[arg-type]
+        current = folds.get(fact.execution_id)
         if current is None:
-            folds[event.data.execution_id] = ExecutionFold.of(event)
+            folds[fact.execution_id] = ExecutionFold.of(fact)
         else:
-            current.add(event)
+            current.add(fact)
     return folds
