@@ -124,7 +124,7 @@ async def test_list_filter_detail_and_live_rows(
 
     # open an execution: its fields, provenance and error
     driver.find_element(By.LINK_TEXT, "exe-a3").click()
-    wait.until(ec.url_contains("/executions/exe-a3"))
+    wait.until(ec.url_contains("/execution?id=exe-a3"))
     body = driver.find_element(By.TAG_NAME, "body").text
     assert "quota exceeded on the billing API" in body
     assert "exe-a3-9" in body  # the terminal event supplied the error
@@ -140,7 +140,7 @@ async def test_list_filter_detail_and_live_rows(
     assert driver.execute_script("return window.stillTheSamePage === true")
     shoot(driver, tmp_path / "executions-live.png")
 
-    for path, name in (("/reports/daily-costs?window=24h", "report.png"),
+    for path, name in (("/report?id=daily-costs&window=24h", "report.png"),
                        ("/reports", "reports.png"), ("/attention", "attention.png")):  # fmt: skip
         driver.get(served + path)
         wait.until(ec.presence_of_element_located((By.TAG_NAME, "main")))
