@@ -157,6 +157,7 @@ async def test_any_id_reaches_its_own_pages(
     detail = await client.get(link(listing, execution_id, "execution"))
     assert detail.status_code == 200, detail.text
     assert text_of(detail.text, "execution-id") == visible(execution_id)  # ITS page
+    assert not BIDI.search(detail.text)  # no bidi control obeyed anywhere (event ids too)
     # the message is an object: shown as JSON, not as a Python dict
     shown_message = text_of(detail.text, "error-message")
     message = {"code": 7, "what": execution_id}
@@ -168,6 +169,7 @@ async def test_any_id_reaches_its_own_pages(
     report = await client.get(link(listing, execution_id, "report"))
     assert report.status_code == 200
     assert text_of(report.text, "report-id") == visible(execution_id)
+    assert not BIDI.search(report.text)
     assert 'id="success-rate">0.0 %' in report.text  # its one failed execution, not a decoy's
     for tab in re.findall(r'href="(/report\?id=[^"]*window=7d)"', report.text):
         again = await client.get(html.unescape(tab))
