@@ -67,7 +67,7 @@ _MAX_SECONDS = 100 * 366 * 86400  # a window longer than the TIMESTAMP range is 
 MAX_SECONDS = _MAX_SECONDS
 """The largest number of seconds a read-side parameter takes (100 years): beyond, a mistake."""
 MAX_USER_ID = 2**31 - 1
-"""``started_by`` is a ``users.id`` (``INT``): 1..this (CONTRACT.md, exectrack.producer)."""
+"""``started_by`` is a ``users.id`` (``INT``): the API and the pages take 1..this."""
 
 
 class ExecutionFilter(BaseModel):
@@ -92,7 +92,7 @@ class ExecutionFilter(BaseModel):
     report_type: ReportType | None = None
     category: ReportCategory | None = None
     trigger_type: list[TriggerType] = Field(default_factory=list)
-    started_by: int | None = Field(default=None, ge=1, le=MAX_USER_ID)
+    started_by: int | None = None
     created_from: AwareDatetime | None = None
     created_to: AwareDatetime | None = None
     started_from: AwareDatetime | None = None
