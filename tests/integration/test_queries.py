@@ -105,6 +105,8 @@ FILTERS = [
     ExecutionFilter(started_from=at(50), started_to=at(20)),
     ExecutionFilter(ended_from=at(60)),
     ExecutionFilter(ended_to=at(45)),
+    ExecutionFilter(last_event_from=at(40)),
+    ExecutionFilter(status=[S.FAILED, S.TIMEOUT], last_event_from=at(60), last_event_to=at(10)),
     ExecutionFilter(stuck_for_s=STUCK_FOR_S),
     ExecutionFilter(stuck_for_s=STUCK_FOR_S, status=[S.RUNNING], report_id=["r-a", "r-c"]),
     ExecutionFilter(

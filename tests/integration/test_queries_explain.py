@@ -41,6 +41,10 @@ SHAPES: dict[str, tuple[ExecutionFilter, str]] = {
     "by end range": (ExecutionFilter(ended_from=FROM, ended_to=TO), "end_time"),
     "by end range, newest event": (ExecutionFilter(ended_from=FROM), "last_event_at"),
     "stuck": (ExecutionFilter(stuck_for_s=3600), "last_event_at"),
+    "failed by last event": (
+        ExecutionFilter(status=[S.FAILED, S.TIMEOUT], last_event_from=FROM),
+        "last_event_at",
+    ),
     "by duration": (ExecutionFilter(), "duration_ms"),
     "by trigger": (ExecutionFilter(trigger_type=[TriggerType.WEBHOOK]), "created_at"),
     "by user": (ExecutionFilter(started_by=3), "created_at"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import httpx
 import pytest
@@ -20,7 +20,15 @@ from exectrack.consumer.read.api import build_app
 from exectrack.consumer.settings import Settings
 from tests.conftest import Topics
 from tests.support.kafka import publish
-from tests.support.read import SEED, seed
+from tests.support.read import (
+    HOSTILE_IDS,
+    SEED,
+    failed_without_end_time,
+    hostile_runs,
+    seed,
+    write_events,
+    write_runs,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -234,9 +242,9 @@ async def test_tokens_required_when_set(seeded: datetime, database_url: str) -> 
             assert (await client.get("/", headers=good)).status_code == 200
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/openapi.json")).status_code == 401
-        assert (await client.get("/docs")).headers["location"] == "/login?next=/docs"
+        assert (await client.get("/docs")).headers["location"] == "/login?next=%2Fdocs"
         page = await client.get("/")
-        assert (page.status_code, page.headers["location"]) == (303, "/login?next=/")
+        assert (page.status_code, page.headers["location"]) == (303, "/login?next=%2F")
         refused = await client.get("/login", params={"token": "wrong"})
         assert refused.status_code == 401
         login = await client.get("/login", params={"token": "second-token", "next": "/reports"})
@@ -270,3 +278,113 @@ async def test_dead_letters(
     )
     async for c in client_for(missing):
         assert (await c.get("/api/dead-letters")).status_code == 404
+
+
+def segment(value: str) -> str:
+    """An id as one path segment: quoted whole; ``.``/``..`` as ``%2E`` (RFC 3986 clients
+    keep them; browsers do not, hence the pages' ``?id=``)."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
+@pytest.mark.parametrize("execution_id", HOSTILE_IDS)
+async def test_any_id_round_trips_through_the_api(
+    client: httpx.AsyncClient, db: AsyncEngine, seeded: datetime, execution_id: str
+) -> None:
+    await write_runs(db, hostile_runs(), seeded)
+    r = await client.get(f"/api/executions/{segment(execution_id)}")
+    assert r.status_code == 200, r.text
+    assert (r.json()["execution_id"], r.json()["report_id"]) == (execution_id, execution_id)
+    since = (seeded - timedelta(hours=1)).isoformat()
+    series = await client.get(
+        f"/api/reports/{segment(execution_id)}/durations",
+        params={"since": since, "bucket_s": 3600},
+    )
+    assert series.status_code == 200, series.text
+    assert sum(b["count"] for b in series.json()) == 1
+    listed = await client.get("/api/executions", params={"report_id": execution_id})
+    assert ids(listed.json()) == {execution_id}
+    missing = execution_id + "/../nope"
+    r = await client.get(f"/api/executions/{segment(missing)}")
+    assert (r.status_code, r.json()) == (404, {"detail": f"no execution {missing!r}"})
+
+
+NUMBERS = ["inf", "-inf", "nan", "1e300", "99999999999999999999999", "\u00b2", "-1", "0x10"]
+NUMERIC_PARAMETERS = [
+    ("/api/executions", "started_by"),
+    ("/api/executions", "stuck_for_s"),
+    ("/api/executions", "limit"),
+    ("/api/reports/daily-costs/durations", "bucket_s"),
+    ("/api/stuck", "older_than_s"),
+    ("/api/stuck", "limit"),
+    ("/api/dead-letters", "limit"),
+]
+
+
+@pytest.mark.parametrize(("path", "name"), NUMERIC_PARAMETERS)
+async def test_every_number_is_finite_and_bounded(
+    client: httpx.AsyncClient, path: str, name: str
+) -> None:
+    for value in NUMBERS:
+        r = await client.get(path, params={name: value})
+        assert r.status_code == 422, (name, value, r.status_code, r.text)
+        assert [e["loc"][:2] for e in r.json()["detail"]] == [["query", name]], (value, r.text)
+
+
+async def test_times_beyond_the_date_range_and_plus_as_space(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/reports", params={"until": "0001-01-01T00:00:00Z"})
+    assert (r.status_code, r.json()["detail"][0]["loc"]) == (422, ["query", "until"])
+    r = await client.get("/api/reports/x/durations", params={"until": "0001-01-01T00:00:00Z"})
+    assert r.status_code == 422, r.text
+    # "+00:00" typed into a URL unencoded arrives as " 00:00"
+    r = await client.get("/api/executions?created_from=2026-11-30T00:00:00+00:00")
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["query", "created_from"]
+    assert "%2B" in error["msg"]
+    r = await client.get("/api/executions?created_from=2026-11-30T00:00:00%2B00:00")
+    assert r.status_code == 200, r.text
+
+
+async def test_failed_without_end_time_is_found_by_last_event(
+    client: httpx.AsyncClient, db: AsyncEngine, seeded: datetime
+) -> None:
+    await write_events(db, failed_without_end_time("exe-noend", seeded))
+    today = seeded.replace(hour=0, minute=0, second=0).isoformat()
+    r = await client.get("/api/executions", params={"status": "failed", "last_event_from": today})
+    assert "exe-noend" in ids(r.json())
+    r = await client.get("/api/executions", params={"status": "failed", "ended_from": today})
+    assert "exe-noend" not in ids(r.json())  # no end_time: no end range holds it
+    until = (seeded - timedelta(days=1)).isoformat()
+    r = await client.get("/api/executions", params={"last_event_to": until})
+    assert r.json()["items"] == []
+
+
+async def test_login_keeps_the_whole_view(seeded: datetime, database_url: str) -> None:
+    settings = settings_for(database_url, tokens="a-token-of-24-characters")
+    views = [
+        "/?status=failed&status=timeout&created_from=2026-11-30T07%3A42&report_id=team%2Fd%20c",
+        "/reports/r%26next%3D%2F%2Fevil.example?window=7d",
+        "/report?id=r%26next%3D%2F%2Fevil.example&window=7d",
+        "/execution?id=zz%2F..%2Fone-only",
+        "/attention?stuck_min=30",
+    ]
+    async for client in client_for(settings):
+        for view in views:
+            asked = await client.get(view)
+            assert asked.status_code == 303, view
+            location = asked.headers["location"]
+            path, _, query = location.partition("?")
+            assert path == "/login"
+            assert parse_qs(query) == {"next": [view]}, location  # one value, the whole view
+            login = await client.get("/login", params={"token": "a-token-of-24-characters",
+                                                       "next": view})  # fmt: skip
+            assert (login.status_code, login.headers["location"]) == (303, view)
+            client.cookies.clear()
+        for elsewhere in ("//evil.example/", "/\\evil.example/", "/\t/evil.example",
+                          "https://evil.example/", "/\n/evil.example"):  # fmt: skip
+            away = await client.get(
+                "/login", params={"token": "a-token-of-24-characters", "next": elsewhere}
+            )
+            assert away.headers["location"] == "/", elsewhere
+            client.cookies.clear()

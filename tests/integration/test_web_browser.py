@@ -15,11 +15,12 @@ saying so.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -32,7 +33,16 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support.read import SEED, Run, free_port, seed, write_runs
+from exectrack.producer.events import EventType, execution_event
+from tests.support.read import (
+    SEED,
+    Run,
+    free_port,
+    hostile_runs,
+    seed,
+    write_events,
+    write_runs,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +102,14 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
         driver.quit()
 
 
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: str) -> str:
+    """What the page must show for ``value``: each bidi control as ``⟨U+XXXX⟩``."""
+    return BIDI.sub(lambda m: f"\u27e8U+{ord(m.group()):04X}\u27e9", value)
+
+
 def shoot(driver: WebDriver, path: Path) -> None:
     driver.save_screenshot(str(path))
     print(f"screenshot: {path}")
@@ -124,7 +142,7 @@ async def test_list_filter_detail_and_live_rows(
 
     # open an execution: its fields, provenance and error
     driver.find_element(By.LINK_TEXT, "exe-a3").click()
-    wait.until(ec.url_contains("/executions/exe-a3"))
+    wait.until(ec.url_contains("/execution?id=exe-a3"))
     body = driver.find_element(By.TAG_NAME, "body").text
     assert "quota exceeded on the billing API" in body
     assert "exe-a3-9" in body  # the terminal event supplied the error
@@ -140,7 +158,7 @@ async def test_list_filter_detail_and_live_rows(
     assert driver.execute_script("return window.stillTheSamePage === true")
     shoot(driver, tmp_path / "executions-live.png")
 
-    for path, name in (("/reports/daily-costs?window=24h", "report.png"),
+    for path, name in (("/report?id=daily-costs&window=24h", "report.png"),
                        ("/reports", "reports.png"), ("/attention", "attention.png")):  # fmt: skip
         driver.get(served + path)
         wait.until(ec.presence_of_element_located((By.TAG_NAME, "main")))
@@ -149,3 +167,76 @@ async def test_list_filter_detail_and_live_rows(
     driver.get(served + "/docs")
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .opblock")))
     shoot(driver, tmp_path / "docs.png")
+
+
+CLICKED = ("zz/../one-only", "a/b/../c", "..", ".", "%", "?x=1", "#top", "team/daily costs",
+           "<script>alert(1)</script>", "café/日本語/😀", "bidi\u202egnp.exe")  # fmt: skip
+
+
+@needs_chromium
+async def test_clicking_a_hostile_id_opens_its_own_page(
+    db: AsyncEngine, served: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    """Click each hostile row of the list: the browser lands on THAT execution's page
+    (never a decoy's, never a 404), and its report link on its report."""
+    await write_runs(db, hostile_runs(), datetime.now(UTC).replace(microsecond=0))
+    driver = browser
+    wait = WebDriverWait(driver, 15)
+    click_row = """
+        const row = Array.from(document.querySelectorAll('#rows tr[data-execution]'))
+            .find(r => r.dataset.execution === arguments[0]);
+        if (!row) return false;
+        row.querySelector(arguments[1]).click();
+        return true;"""
+    for number, execution_id in enumerate(CLICKED):
+        for kind, selector, element in (("execution", "td:first-child a", "execution-id"),
+                                        ("report", "td:nth-child(2) a", "report-id")):  # fmt: skip
+            driver.get(served + "/?limit=100")
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#rows tr[data-execution]"))
+            assert driver.execute_script(click_row, execution_id, selector), execution_id
+            wait.until(ec.presence_of_element_located((By.ID, element)))
+            title = driver.find_element(By.ID, element).text
+            assert title == visible(execution_id), (kind, execution_id, driver.current_url)
+            assert f"/{kind}?id=" in driver.current_url
+            if execution_id.startswith(("zz/", "<script>", "bidi")):
+                shoot(driver, tmp_path / f"hostile-{kind}-{number}.png")
+    # the list itself: a right-to-left override is shown as ⟨U+202E⟩, not obeyed
+    driver.get(served + "/?limit=100")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#rows tr[data-execution]"))
+    assert "bidi\u27e8U+202E\u27e9gnp.exe" in driver.find_element(By.ID, "rows").text
+    shoot(driver, tmp_path / "hostile-list.png")
+
+
+@needs_chromium
+async def test_a_huge_duration_fits_its_card_and_the_chart(
+    db: AsyncEngine, served: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    """duration_ms = 2**63 - 1: every card keeps its text inside; the y labels are short."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    common = {"execution_id": "exe-huge", "report_id": "huge", "source": "/tests"}
+    await write_events(db, [
+        execution_event(EventType.PENDING, **common, id="h0", sequence=0,
+                        time=now - timedelta(minutes=9)),
+        execution_event(EventType.COMPLETED, **common, id="h9", sequence=9,
+                        time=now - timedelta(minutes=1), end_time=now - timedelta(minutes=1),
+                        duration_ms=2**63 - 1),
+    ])  # fmt: skip
+    driver = browser
+    driver.get(served + "/report?id=huge")
+    WebDriverWait(driver, 15).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#chart .u-axis")  # uPlot drew
+    )
+    overflowing = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.stat')).filter("
+        "s => s.scrollWidth > s.clientWidth + 1).map(s => s.textContent.trim())"
+    )
+    assert overflowing == []
+    cards = {c.text.split("\n")[0]: c.text.split("\n")[1]
+             for c in driver.find_elements(By.CSS_SELECTOR, ".stat")}  # fmt: skip
+    assert (cards["LONGEST"], cards["RECORDS"]) == ("> 1 year", "\u2013")
+    labels = [v.text for v in driver.find_elements(By.CSS_SELECTOR, "#chart .u-axis .u-label")]
+    labels += driver.execute_script(
+        "return Array.from(document.querySelectorAll('#chart .u-axis')).map(a => a.textContent)"
+    )
+    assert not any("AM" in x or "PM" in x or "/" in x for x in labels), labels
+    shoot(driver, tmp_path / "report-huge.png")

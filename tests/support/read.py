@@ -115,3 +115,64 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+HOSTILE_IDS: tuple[str, ...] = (
+    "zz/../one-only",  # a spoof: the browser resolved it to /executions/one-only
+    "a/b/../c",
+    "a/b",
+    "/leading",
+    "trailing/",
+    "..",
+    ".",
+    "%",
+    "%2F",
+    "100%25",
+    "?x=1",
+    "#top",
+    "a?b#c&d=e",
+    "r&next=//evil.example",
+    "a+b=c;d",
+    "team/daily costs",
+    "<script>alert(1)</script>",
+    "\"quoted\" 'single'",
+    "café/日本語/😀",
+    "bidi\u202egnp.exe",  # a right-to-left override: shows as "bidiexe.png" when obeyed
+    "\u200fmarks\u2067iso\u2069\u200e",
+    "rows",
+)
+"""Ids the contract accepts (1..255 characters, no edge white space) that a URL must carry
+whole: separators, dot segments, percent signs, markup, non-ASCII, bidi controls."""
+DECOYS: tuple[Run, ...] = (
+    Run("one-only", "one-only", "completed", 20, 1.0),
+    Run("c", "c", "completed", 20, 1.0),
+    Run("a", "a", "completed", 20, 1.0),
+)
+"""The executions a mis-resolved hostile id would open instead."""
+
+
+def hostile_runs() -> tuple[Run, ...]:
+    """One failed execution per ``HOSTILE_IDS`` id, its report id the same string, and
+    ``DECOYS``. Failed with an end time and a duration, so every view lists them."""
+    hostile = tuple(
+        Run(x, x, "failed", 10, 2.0, error={"message": {"code": 7, "what": x}, "code": "X"})
+        for x in HOSTILE_IDS
+    )
+    return hostile + DECOYS
+
+
+def failed_without_end_time(execution_id: str, now: datetime) -> list[ExecutionEvent]:
+    """``pending`` then ``failed`` a minute ago with error details and no ``end_time``
+    (the contract allows it; the fold leaves ``end_time`` NULL)."""
+    common = {"execution_id": execution_id, "report_id": "daily-costs", "source": "/tests"}
+    return [
+        execution_event(EventType.PENDING, **common, id=f"{execution_id}-0", sequence=0,
+                        time=now - timedelta(minutes=5)),
+        execution_event(EventType.FAILED, **common, id=f"{execution_id}-9", sequence=9,
+                        time=now - timedelta(minutes=1), error_details={"message": "no end"}),
+    ]  # fmt: skip
+
+
+async def write_events(engine: AsyncEngine, events: list[ExecutionEvent]) -> None:
+    """Fold ``events`` and write them through the consumer's writer."""
+    await BatchWriter(engine, RetentionPolicy()).write(fold_events(events), {})

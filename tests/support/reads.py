@@ -120,6 +120,7 @@ def selected(
             within(row["created_at"], flt.created_from, flt.created_to),
             within(row["start_time"], flt.started_from, flt.started_to),
             within(row["end_time"], flt.ended_from, flt.ended_to),
+            within(row["last_event_at"], flt.last_event_from, flt.last_event_to),
             flt.stuck_for_s is None or (
                 row["status"] in (S.PENDING, S.RUNNING)
                 and row["last_event_at"] < now - timedelta(seconds=flt.stuck_for_s)
@@ -146,9 +147,12 @@ def expected_stats(
     for row in rows:
         if not since <= row["created_at"] < until:
             continue
-        stats = out.setdefault(row["report_id"], {"counts": dict.fromkeys(S, 0), "d": [], "r": 0})
+        stats = out.setdefault(
+            row["report_id"], {"counts": dict.fromkeys(S, 0), "d": [], "r": 0, "n": 0}
+        )
         stats["counts"][row["status"]] += 1
         stats["r"] += row["records_processed"] or 0
+        stats["n"] += row["records_processed"] is not None
         if row["duration_ms"] is not None:
             stats["d"].append(row["duration_ms"])
     result = {}
@@ -162,7 +166,7 @@ def expected_stats(
             "duration_p50_ms": nearest_rank(durations, 50) if durations else None,
             "duration_p95_ms": nearest_rank(durations, 95) if durations else None,
             "duration_max_ms": max(durations) if durations else None,
-            "records_processed": stats["r"],
+            "records_processed": stats["r"], "records_reported": stats["n"],
         }  # fmt: skip
     return result
 

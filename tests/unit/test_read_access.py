@@ -63,9 +63,26 @@ def test_other_hosts_need_tokens() -> None:
     with pytest.raises(ServeRefused, match="EXECTRACK_READ__TOKENS") as refused:
         check_access(settings)
     assert "\n" not in str(refused.value)
-    check_access(Settings.model_validate({"read": {"host": "0.0.0.0", "tokens": "t0ken"}}))  # noqa: S104
+    open_host = {"host": "0.0.0.0", "tokens": "t0ken-of-16-chars"}  # noqa: S104
+    check_access(Settings.model_validate({"read": open_host}))
 
 
 def test_read_database_url_follows_the_database_rules() -> None:
     with pytest.raises(ValueError, match="mysql"):
         Settings.model_validate({"read": {"database_url": "postgresql://x@y/z"}})
+
+
+@pytest.mark.parametrize(
+    "tokens", ['""', "''", '" "', "' , '", "short", "x" * 15, "ok-long-token-1234, tiny"]
+)
+def test_guessable_tokens_are_refused_at_start(tokens: str) -> None:
+    settings = Settings.model_validate({"read": {"tokens": tokens}})
+    with pytest.raises(ServeRefused, match="EXECTRACK_READ__TOKENS") as refused:
+        check_access(settings)
+    assert "\n" not in str(refused.value)
+    assert "tiny" not in str(refused.value)
+    assert "short" not in str(refused.value)
+
+
+def test_tokens_of_16_characters_or_more_are_kept() -> None:
+    check_access(Settings.model_validate({"read": {"tokens": "sixteen-chars-ok, " + "y" * 40}}))

@@ -9,18 +9,23 @@ database (or the dead-letter topic) at request time: no cache, no session, no
 per-process state, so replicas behind a load balancer agree (docs/read/api.md).
 
 Errors: a parameter out of its domain answers 422 in FastAPI's shape, ``loc``
-naming the parameter (a ``BadQuery`` from the queries, a bad cursor included);
-an unknown execution 404; the database unreachable 503 (``{"detail": ...}``, one
+naming the parameter (a ``BadQuery`` from the queries, a bad cursor included;
+every number bounded and finite: no ``inf``, ``nan``, nor a value the queries'
+date arithmetic cannot hold); an unknown execution 404. Ids are path parameters
+that may hold ``/`` (``{execution_id:path}``): send them percent-encoded,
+``urllib.parse.quote(id, safe="")``; the database unreachable 503 (``{"detail": ...}``, one
 line, no traceback).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -28,7 +33,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -87,13 +92,36 @@ def default_bucket_s(since: datetime, until: datetime) -> int:
 
 
 def window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
-    """``[since, until)`` with the defaults: until now, since ``DEFAULT_WINDOW`` before."""
+    """``[since, until)`` with the defaults: until now, since ``DEFAULT_WINDOW`` before.
+
+    Raises a 422 naming ``until`` when ``DEFAULT_WINDOW`` before it is not a date
+    (``until=0001-01-01T00:00:00Z``).
+    """
     until = until or datetime.now(UTC)
-    return since or until - DEFAULT_WINDOW, until
+    try:
+        return since or until - DEFAULT_WINDOW, until
+    except OverflowError:
+        raise bad_parameter("until", "too early: the window before it is not a date") from None
+
+
+# 2026-11-30T00:00:00 00:00: a "+hh:mm" offset sent unencoded ("+" is a space in a query)
+_PLUS_AS_SPACE = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)? \d\d:?\d\d$")
+
+
+def _plus_as_space(value: Any) -> Any:
+    """Name the cause when a time's ``+`` offset arrived as a space (not percent-encoded)."""
+    if isinstance(value, str) and _PLUS_AS_SPACE.match(value.strip("\t")):
+        raise ValueError(
+            "the offset's '+' arrived as a space: percent-encode '+' as %2B in a query string "
+            "(2026-11-30T00:00:00%2B00:00), or give the time in UTC with Z"
+        )
+    return value
 
 
 Ctx = Annotated[ReadContext, Depends(context)]
-Times = Annotated[AwareDatetime | None, Query()]
+Times = Annotated[AwareDatetime | None, BeforeValidator(_plus_as_space), Query()]
+Seconds = Annotated[float, Query(gt=0, lt=queries.MAX_SECONDS, allow_inf_nan=False)]
+"""A number of seconds: > 0, finite, under 100 years (``queries.MAX_SECONDS``)."""
 api = APIRouter(prefix="/api", tags=["read"])
 
 
@@ -105,14 +133,18 @@ async def list_executions(
     report_type: ReportType | None = None,
     category: ReportCategory | None = None,
     trigger_type: Annotated[list[TriggerType], Query(description="repeatable")] = [],  # noqa: B006
-    started_by: int | None = None,
+    started_by: Annotated[int | None, Query(ge=1, le=queries.MAX_USER_ID)] = None,
     created_from: Times = None,
     created_to: Times = None,
     started_from: Times = None,
     started_to: Times = None,
     ended_from: Times = None,
     ended_to: Times = None,
-    stuck_for_s: Annotated[float | None, Query(gt=0)] = None,
+    last_event_from: Times = None,
+    last_event_to: Times = None,
+    stuck_for_s: Annotated[
+        float | None, Query(gt=0, lt=queries.MAX_SECONDS, allow_inf_nan=False)
+    ] = None,
     sort: SortKey = "last_event_at",
     order: Literal["desc", "asc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
@@ -127,7 +159,8 @@ async def list_executions(
         status=status, report_id=report_id, report_type=report_type, category=category,
         trigger_type=trigger_type, started_by=started_by, created_from=created_from,
         created_to=created_to, started_from=started_from, started_to=started_to,
-        ended_from=ended_from, ended_to=ended_to, stuck_for_s=stuck_for_s,
+        ended_from=ended_from, ended_to=ended_to, last_event_from=last_event_from,
+        last_event_to=last_event_to, stuck_for_s=stuck_for_s,
     )  # fmt: skip
     return await run_query(
         queries.list_executions(
@@ -136,9 +169,13 @@ async def list_executions(
     )
 
 
-@api.get("/executions/{execution_id}", response_model=ExecutionDetail)
+@api.get("/executions/{execution_id:path}", response_model=ExecutionDetail)
 async def get_execution(ctx: Ctx, execution_id: str) -> ExecutionDetail:
-    """One execution, every column, and which event supplied each field (``provenance``)."""
+    """One execution, every column, and which event supplied each field (``provenance``).
+
+    The id percent-encoded as one path segment (``quote(id, safe="")``: ``a/b`` is
+    ``a%2Fb``); 404 ``{"detail": "no execution '<id>'"}`` when unknown.
+    """
     found = await run_query(queries.get_execution(ctx.engine, execution_id))
     if found is None:
         raise not_found(f"execution {execution_id!r}")
@@ -156,13 +193,13 @@ async def report_stats(
     )
 
 
-@api.get("/reports/{report_id}/durations", response_model=list[DurationBucket])
+@api.get("/reports/{report_id:path}/durations", response_model=list[DurationBucket])
 async def duration_series(
     ctx: Ctx,
     report_id: str,
     since: Times = None,
     until: Times = None,
-    bucket_s: Annotated[int | None, Query(ge=1)] = None,
+    bucket_s: Annotated[int | None, Query(ge=1, le=queries.MAX_SECONDS)] = None,
 ) -> list[DurationBucket]:
     """Duration p50/p95 (ms) per time bucket of executions that ended in the window.
 
@@ -178,7 +215,7 @@ async def duration_series(
 @api.get("/stuck", response_model=list[ExecutionSummary])
 async def stuck_executions(
     ctx: Ctx,
-    older_than_s: Annotated[float, Query(gt=0)] = DEFAULT_STUCK_S,
+    older_than_s: Seconds = DEFAULT_STUCK_S,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
 ) -> list[ExecutionSummary]:
     """Pending or running executions with no event for ``older_than_s`` seconds, oldest first."""
@@ -270,7 +307,19 @@ def _unauthorised(request: Request) -> Response:
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+    return RedirectResponse(f"/login?next={quote(asked_for(request), safe='')}", status_code=303)
+
+
+def asked_for(request: Request) -> str:
+    """The path and query string a request asked for, as sent (still percent-encoded).
+
+    What ``/login`` returns to: the whole view, its filters included. Quoted as one
+    ``next`` value, a ``&`` or ``?`` in it cannot become a parameter of ``/login``.
+    """
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    target = raw.decode("latin-1")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{target}?{query}" if query else target
 
 
 def build_app(settings: Settings) -> FastAPI:

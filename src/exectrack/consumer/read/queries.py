@@ -38,6 +38,8 @@ from exectrack.producer.events import ExecutionStatus, ReportCategory, ReportTyp
 __all__ = [
     "MAX_BUCKETS",
     "MAX_LIMIT",
+    "MAX_SECONDS",
+    "MAX_USER_ID",
     "SORT_KEYS",
     "DurationBucket",
     "ExecutionDetail",
@@ -62,6 +64,10 @@ MAX_LIMIT = 500
 """The largest page ``list_executions`` and ``stuck_executions`` return."""
 STUCK_STATUSES = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
 _MAX_SECONDS = 100 * 366 * 86400  # a window longer than the TIMESTAMP range is a mistake
+MAX_SECONDS = _MAX_SECONDS
+"""The largest number of seconds a read-side parameter takes (100 years): beyond, a mistake."""
+MAX_USER_ID = 2**31 - 1
+"""``started_by`` is a ``users.id`` (``INT``): the API and the pages take 1..this."""
 
 
 class ExecutionFilter(BaseModel):
@@ -70,8 +76,11 @@ class ExecutionFilter(BaseModel):
     A list criterion holds when the row's value is one of the list (an empty list:
     no criterion). ``report_type``/``category`` are the report's (``reports``).
     Time ranges are half-open, ``[x_from, x_to)``, on ``created_at`` (the
-    execution's first event time), ``start_time`` and ``end_time``; an execution
-    without a start/end time never matches a start/end range.
+    execution's first event time), ``start_time``, ``end_time`` and
+    ``last_event_at`` (the latest event's time: when a failure was recorded, also
+    for a ``failed`` event without ``end_time``; the ``(status, last_event_at)``
+    index serves it); an execution without a start/end time never matches a
+    start/end range.
     ``stuck_for_s``: pending or running with no event for longer than this many
     seconds (``last_event_at < now - stuck_for_s``, now by this process's clock).
     """
@@ -90,7 +99,9 @@ class ExecutionFilter(BaseModel):
     started_to: AwareDatetime | None = None
     ended_from: AwareDatetime | None = None
     ended_to: AwareDatetime | None = None
-    stuck_for_s: float | None = Field(default=None, gt=0, lt=_MAX_SECONDS)
+    last_event_from: AwareDatetime | None = None
+    last_event_to: AwareDatetime | None = None
+    stuck_for_s: float | None = Field(default=None, gt=0, lt=_MAX_SECONDS, allow_inf_nan=False)
 
 
 class ExecutionSummary(BaseModel):
@@ -272,6 +283,7 @@ def filter_query(query: Select[Any], flt: ExecutionFilter) -> Select[Any]:
         (E.c.created_at, flt.created_from, flt.created_to),
         (E.c.start_time, flt.started_from, flt.started_to),
         (E.c.end_time, flt.ended_from, flt.ended_to),
+        (E.c.last_event_at, flt.last_event_from, flt.last_event_to),
     ):
         if low is not None:
             clauses.append(col >= low)

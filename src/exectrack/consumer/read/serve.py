@@ -1,7 +1,9 @@
 """``exectrack-consumer serve``: the read side's HTTP server (uvicorn, run programmatically).
 
 Refuses to start bound to an address other machines can reach without
-``EXECTRACK_READ__TOKENS`` (``ServeRefused``, one line naming the setting).
+``EXECTRACK_READ__TOKENS``, or with a token that is empty once white space and
+quotes are stripped (``EXECTRACK_READ__TOKENS='""'``) or shorter than
+``MIN_TOKEN_LENGTH`` characters (``ServeRefused``, one line naming the setting).
 uvicorn's own logging set-up is left out (``log_config=None``): its loggers
 (``uvicorn.error``) go through exectrack.consumer.logs like every library's, and
 its access log is off; the application logs one ``request`` event per request
@@ -22,7 +24,10 @@ from exectrack.consumer.errors import StartupFailed
 from exectrack.consumer.read.api import build_app
 from exectrack.consumer.settings import Settings
 
-__all__ = ["ServeRefused", "check_access", "serve"]
+__all__ = ["MIN_TOKEN_LENGTH", "ServeRefused", "check_access", "serve"]
+
+MIN_TOKEN_LENGTH = 16
+"""The shortest token ``serve`` accepts (characters, after stripping white space and quotes)."""
 
 log = structlog.get_logger("exectrack.consumer.read.serve")
 
@@ -47,12 +52,25 @@ class _Server(uvicorn.Server):
 
 
 def check_access(settings: Settings) -> None:
-    """Refuse a non-loopback ``EXECTRACK_READ__HOST`` without ``EXECTRACK_READ__TOKENS``.
+    """Refuse a non-loopback ``EXECTRACK_READ__HOST`` without ``EXECTRACK_READ__TOKENS``,
+    and any token that is guessable: empty once white space and quotes are stripped
+    (a quoted empty value, ``'""'``), or shorter than ``MIN_TOKEN_LENGTH``.
 
     Raises:
-        ServeRefused: one line naming both settings.
+        ServeRefused: one line naming the settings (never the token).
     """
     read = settings.read
+    for position, token in enumerate(read.tokens, start=1):
+        bare = token.get_secret_value().strip().strip("\"'").strip()
+        if len(bare) < MIN_TOKEN_LENGTH:
+            what = "is empty (quotes and white space only)" if not bare else (
+                f"has {len(bare)} characters"
+            )  # fmt: skip
+            raise ServeRefused(
+                f"EXECTRACK_READ__TOKENS: token {position} {what}: each token needs at least "
+                f"{MIN_TOKEN_LENGTH} characters (e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
     if read.open_to_others and not read.tokens:
         raise ServeRefused(
             f"EXECTRACK_READ__HOST={read.host} lets other machines connect: set "

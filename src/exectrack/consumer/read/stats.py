@@ -50,7 +50,8 @@ class ReportStats(BaseModel):
     failed, cancelled, timeout), None when none is terminal; duration
     percentiles and maximum over the executions with a ``duration_ms`` (any
     status), nearest-rank (``percentile``), None when none has one;
-    ``records_processed``: the sum (NULLs count 0).
+    ``records_processed``: the sum (NULLs count 0); ``records_reported``: how many
+    executions reported a ``records_processed`` (0: the sum means "none said").
     """
 
     model_config = ConfigDict(frozen=True)
@@ -64,6 +65,7 @@ class ReportStats(BaseModel):
     duration_p95_ms: int | None
     duration_max_ms: int | None
     records_processed: int
+    records_reported: int = 0
 
 
 class DurationBucket(BaseModel):
@@ -138,6 +140,7 @@ async def report_stats(
             E.c.status,
             func.count().label("n"),
             func.coalesce(func.sum(E.c.records_processed), 0).label("records"),
+            func.count(E.c.records_processed).label("reported"),
         )
         .where(*where)
         .group_by(E.c.report_id, E.c.status)
@@ -167,11 +170,12 @@ async def report_stats(
 
 def _stats(report_id: str, count_rows: Sequence[Any], dur: Any, name: str | None) -> ReportStats:
     counts = dict.fromkeys(ExecutionStatus, 0)
-    records = 0
+    records = reported = 0
     for row in count_rows:
         if row.report_id == report_id:
             counts[ExecutionStatus(row.status)] = int(row.n)
             records += int(row.records)
+            reported += int(row.reported)
     terminal = sum(counts[s] for s in TERMINAL_STATUSES)
     return ReportStats(
         report_id=report_id,
@@ -183,6 +187,7 @@ def _stats(report_id: str, count_rows: Sequence[Any], dur: Any, name: str | None
         duration_p95_ms=None if dur is None else int(dur.p95),
         duration_max_ms=None if dur is None else int(dur.max),
         records_processed=records,
+        records_reported=reported,
     )
 
 

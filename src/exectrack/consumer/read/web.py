@@ -2,24 +2,32 @@
 
 Every view is a GET whose state lives in the URL query string, so a link
 reproduces it: the executions list (``/``, filters as the API's parameters,
-pages by cursor), one execution (``/executions/{id}``: fields, the event that
-supplied each, error details), reports (``/reports``, ``/reports/{id}``:
+pages by cursor), one execution (``/execution?id=``: fields, the event that
+supplied each, error details), reports (``/reports``, ``/report?id=``:
 success rate, duration p50/p95 chart), what needs attention (``/attention``:
-stuck, failed today). The list's first page refreshes its rows every 3 s
-(htmx polls ``/executions/rows`` with the same query string and swaps the table
-body: no full reload). Scripts and styles are served from the package's
+stuck, failed today). Ids travel in the query string, percent-encoded whole
+(the ``q`` filter: ``quote(id, safe="")``), so any id the contract accepts
+(``/``, ``..``, ``?``, ``#``, ``%``, spaces) reaches its own page; the old
+``/executions/{id}`` and ``/reports/{id}`` redirect there. Shown ids and values
+have their bidirectional controls (U+202E...) made visible (``vis``: ``⟨U+202E⟩``)
+and sit in ``unicode-bidi: isolate`` cells, so an id cannot pose as another.
+The list's first page refreshes its rows every 3 s (htmx polls
+``/executions/rows`` with the same query string and swaps the table body: no
+full reload). Scripts and styles are served from the package's
 ``static/`` (vendored, no CDN; versions in docs/read/api.md).
 
-Form fields left empty are ignored; a ``datetime-local`` value (no offset) is UTC.
-A filter that does not validate is shown above an empty table, naming the field.
+Form fields left empty are ignored; a ``datetime-local`` value (no offset, to the
+minute or the second) is UTC. A filter that does not validate (numbers included:
+ASCII digits only, bounded) is shown above an empty table, naming the field.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -29,13 +37,23 @@ from pydantic import ValidationError
 
 from exectrack.consumer.read import queries
 from exectrack.consumer.read.access import COOKIE, context, token_ok
-from exectrack.consumer.read.queries import DurationBucket, ExecutionFilter, ExecutionPage
+from exectrack.consumer.read.queries import (
+    MAX_LIMIT,
+    MAX_SECONDS,
+    DurationBucket,
+    ExecutionFilter,
+    ExecutionPage,
+)
 from exectrack.producer.events import ExecutionStatus, ReportCategory, ReportType, TriggerType
 
-__all__ = ["WINDOWS", "chart_data", "pages", "parse_filter"]
+__all__ = [
+    "WINDOWS", "chart_data", "duration_text", "pages", "parse_filter", "parse_number",
+    "safe_next", "visible",
+]  # fmt: skip
 
 LIST_FIELDS = ("status", "report_id", "trigger_type")
-TIME_FIELDS = ("created_from", "created_to", "started_from", "started_to", "ended_from", "ended_to")
+TIME_FIELDS = ("created_from", "created_to", "started_from", "started_to", "ended_from", "ended_to",
+               "last_event_from", "last_event_to")  # fmt: skip
 SCALAR_FIELDS = ("report_type", "category", "started_by", "stuck_for_s", *TIME_FIELDS)
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
            "30d": timedelta(days=30)}  # fmt: skip
@@ -52,13 +70,52 @@ def _env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ts=_ts, ago=_ago, dur=_duration, pct=_percent, num=_number)
+    env.filters.update(
+        ts=_ts,
+        ago=_ago,
+        dur=duration_text,
+        pct=_percent,
+        num=_number,
+        q=_quote,
+        seg=_segment,
+        vis=visible,
+    )
     env.globals.update(
         statuses=list(ExecutionStatus), triggers=list(TriggerType),
         report_types=list(ReportType), categories=list(ReportCategory),
         sort_keys=queries.SORT_KEYS, windows=list(WINDOWS), poll=POLL,
     )  # fmt: skip
     return env
+
+
+def _quote(value: object) -> str:
+    """``value`` percent-encoded whole, ``/`` included: one query value."""
+    return quote(str(value), safe="")
+
+
+def _segment(value: object) -> str:
+    """``value`` as one path segment: quoted whole, and ``.``/``..`` as ``%2E``/``%2E%2E``.
+
+    (A client that follows RFC 3986 keeps ``%2E%2E``; browsers read it as ``..``,
+    which is why the pages take ids in the query string.)
+    """
+    quoted = _quote(value)
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
+# bidirectional formatting characters (Unicode's Bidi_Control): shown, never obeyed
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: object) -> str:
+    """``value`` as text with each bidi control shown as ``⟨U+202E⟩`` (escaped later).
+
+    ``bidi\u202egnp.exe`` would display as ``bidiexe.png``; shown, it reads
+    ``bidi⟨U+202E⟩gnp.exe``. None is the empty string.
+    """
+    if value is None:
+        return ""
+    return _BIDI.sub(lambda m: f"\u27e8U+{ord(m.group()):04X}\u27e9", str(value))
 
 
 def _ts(value: datetime | None) -> str:
@@ -81,7 +138,9 @@ def _span(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def _duration(ms: int | None) -> str:
+def duration_text(ms: int | None) -> str:
+    """A duration for a card or a cell: ``850 ms``, ``4.2 s``, ``3 min 05 s``, ``2 h 10 min``,
+    ``3 d 4 h``; a year or more is ``> 1 year`` (no card holds 2562047788015 h)."""
     if ms is None:
         return ""
     if ms < 1000:
@@ -90,9 +149,13 @@ def _duration(ms: int | None) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(int(seconds), 60)
-    return (
-        f"{minutes} min {rest:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
-    )
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if days < 365 else "> 1 year"
 
 
 def _percent(rate: float | None) -> str:
@@ -119,8 +182,20 @@ def parse_filter(params: Any) -> tuple[ExecutionFilter, dict[str, Any], str | No
             form[name] = value
     data = dict(form)
     for name in TIME_FIELDS:
-        if name in data and len(data[name]) == 16:  # datetime-local: 2026-11-30T07:42, UTC
-            data[name] += ":00+00:00"
+        if name in data and _LOCAL_TIME.match(data[name]):  # datetime-local: no offset, UTC
+            data[name] += ":00+00:00" if len(data[name]) == 16 else "+00:00"
+    if "started_by" in data:
+        number, error = parse_number(data["started_by"], "started_by", 1, queries.MAX_USER_ID)
+        if error is not None:
+            return ExecutionFilter(), form, error
+        data["started_by"] = number
+    if "stuck_for_s" in data:
+        seconds, error = parse_number(
+            data["stuck_for_s"], "stuck_for_s", 0, MAX_SECONDS, fraction=True
+        )
+        if error is not None:
+            return ExecutionFilter(), form, error
+        data["stuck_for_s"] = seconds
     try:
         return ExecutionFilter.model_validate(data), form, None
     except ValidationError as exc:
@@ -129,11 +204,44 @@ def parse_filter(params: Any) -> tuple[ExecutionFilter, dict[str, Any], str | No
         return ExecutionFilter(), form, f"{field}: {first['msg']}"
 
 
+# 2026-11-30T07:42 or 2026-11-30T07:42:30(.5): a datetime-local value, read as UTC
+_LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d{1,6})?)?$")
+_DECIMAL = re.compile(r"^[0-9]{1,20}(\.[0-9]{1,9})?$")
+
+
+def parse_number(
+    raw: str, name: str, low: float, high: float, *, fraction: bool = False
+) -> tuple[float | int | None, str | None]:
+    """A page's number parameter: ASCII digits only (``int("²")`` fails though
+    ``"²".isdigit()``), a decimal point if ``fraction``, in ``low..high``.
+
+    ``low`` is exclusive for a ``fraction`` (> 0 seconds), inclusive for an integer.
+    Returns ``(value, None)`` or ``(None, "<name>: <why>")``, the page's error line.
+    """
+    text = raw.strip()
+    pattern = _DECIMAL if fraction else re.compile(r"^[0-9]{1,20}$")
+    why = f"{name}: {raw!r} is not a {'number' if fraction else 'whole number'}"
+    if not pattern.match(text):
+        return None, why + " (ASCII digits)"
+    value: float | int = float(text) if fraction else int(text)
+    inside = low < value <= high if fraction else low <= value <= high
+    if not inside:
+        bounds = f"> {low:g} and <= {high:g}" if fraction else f"in {low:g}..{high:g}"
+        return None, f"{why} {bounds}"
+    return value, None
+
+
+def _limit(raw: str) -> int:
+    """The list's ``limit``: 50 when it is not a whole number in 1..``MAX_LIMIT``."""
+    value, _ = parse_number(raw, "limit", 1, MAX_LIMIT)
+    return int(value) if value is not None else 50
+
+
 def _list_options(params: Any) -> dict[str, Any]:
     sort = params.get("sort") or "last_event_at"
     order = params.get("order") or "desc"
     limit = params.get("limit") or "50"
-    return {"sort": sort, "order": order, "limit": int(limit) if limit.isdigit() else 50,
+    return {"sort": sort, "order": order, "limit": _limit(limit),
             "cursor": params.get("cursor") or None}  # fmt: skip
 
 
@@ -141,6 +249,7 @@ async def _list_page(request: Request) -> dict[str, Any]:
     params = request.query_params
     flt, form, error = parse_filter(params)
     options = _list_options(params)
+    error = error or parse_number(params.get("limit") or "50", "limit", 1, MAX_LIMIT)[1]
     page = ExecutionPage(items=[], next_cursor=None)
     if error is None:
         try:
@@ -174,20 +283,32 @@ async def execution_rows(request: Request) -> Response:
     return templates.TemplateResponse(request, "_rows.html", {**page, "oob": True})
 
 
-@pages.get("/executions/{execution_id}", response_class=HTMLResponse)
-async def execution(request: Request, execution_id: str) -> Response:
-    """One execution: its fields, the event that supplied each, its error details."""
-    found = await queries.get_execution(context(request).engine, execution_id)
+def _not_found(request: Request, what: str) -> Response:
+    return templates.TemplateResponse(request, "notfound.html", {"what": what}, status_code=404)
+
+
+@pages.get("/execution", response_class=HTMLResponse)
+async def execution(request: Request, id: str = "") -> Response:
+    """One execution (``?id=``, any id): its fields, the event that supplied each, its errors."""
+    found = await queries.get_execution(context(request).engine, id) if id else None
     if found is None:
-        return templates.TemplateResponse(
-            request, "notfound.html", {"what": f"execution {execution_id!r}"}, status_code=404
-        )
+        return _not_found(request, f"execution {id!r}")
     as_json = {name: json.dumps(getattr(found, name), indent=2, sort_keys=True)
                for name in ("execution_parameters", "result_summary", "error_details")
                if getattr(found, name) is not None}  # fmt: skip
+    message = (found.error_details or {}).get("message")
+    if message is not None and not isinstance(message, str):  # an object: JSON, not a repr
+        message = json.dumps(message, sort_keys=True, ensure_ascii=False)
     return templates.TemplateResponse(
-        request, "execution.html", {"x": found, "as_json": as_json, "now": datetime.now(UTC)}
-    )
+        request, "execution.html",
+        {"x": found, "as_json": as_json, "message": message, "now": datetime.now(UTC)},
+    )  # fmt: skip
+
+
+@pages.get("/executions/{execution_id:path}", response_class=HTMLResponse)
+async def execution_by_path(execution_id: str) -> Response:
+    """The old address of an execution: redirects to ``/execution?id=`` (simple ids)."""
+    return RedirectResponse(f"/execution?id={_quote(execution_id)}", status_code=307)
 
 
 def _window(request: Request) -> tuple[str, datetime, datetime]:
@@ -228,9 +349,12 @@ async def reports(request: Request) -> Response:
     return templates.TemplateResponse(request, "reports.html", {"stats": stats, "window": name})
 
 
-@pages.get("/reports/{report_id}", response_class=HTMLResponse)
-async def report(request: Request, report_id: str) -> Response:
-    """One report: success rate, durations (p50/p95 chart), its latest executions."""
+@pages.get("/report", response_class=HTMLResponse)
+async def report(request: Request, id: str = "") -> Response:
+    """One report (``?id=``, any id): success rate, durations (p50/p95 chart), its latest."""
+    if not id:
+        return _not_found(request, "report ''")
+    report_id = id
     name, since, until = _window(request)
     engine = context(request).engine
     stats = await queries.report_stats(engine, since=since, until=until, report_id=report_id)
@@ -247,32 +371,64 @@ async def report(request: Request, report_id: str) -> Response:
     )  # fmt: skip
 
 
+@pages.get("/reports/{report_id:path}", response_class=HTMLResponse)
+async def report_by_path(request: Request, report_id: str) -> Response:
+    """The old address of a report: redirects to ``/report?id=`` (simple ids), window kept."""
+    window = request.query_params.get("window")
+    tail = f"&window={_quote(window)}" if window else ""
+    return RedirectResponse(f"/report?id={_quote(report_id)}{tail}", status_code=307)
+
+
 @pages.get("/attention", response_class=HTMLResponse)
 async def attention(request: Request) -> Response:
-    """Stuck executions (``?stuck_min=``, default 15) and executions that failed today (UTC)."""
-    raw = request.query_params.get("stuck_min", "15")
-    minutes = float(raw) if raw.replace(".", "", 1).isdigit() and float(raw) > 0 else 15.0
+    """Stuck executions (``?stuck_min=``, default 15) and executions that failed today (UTC).
+
+    "Failed today": failed or timed out with their latest event (when the failure
+    was recorded) since midnight UTC, ``end_time`` or not: the contract accepts a
+    ``failed`` event without one.
+    """
+    raw = request.query_params.get("stuck_min") or "15"
+    minutes, error = parse_number(raw, "stuck_min", 0, MAX_SECONDS / 60, fraction=True)
+    minutes = 15.0 if minutes is None else float(minutes)
     engine = context(request).engine
     stuck = await queries.stuck_executions(engine, older_than_s=minutes * 60, limit=100)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     failed_filter = ExecutionFilter(
-        status=[ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT], ended_from=today
+        status=[ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT], last_event_from=today
     )
-    failed = await queries.list_executions(engine, failed_filter, sort="end_time", limit=100)
+    failed = await queries.list_executions(engine, failed_filter, sort="last_event_at", limit=100)
     return templates.TemplateResponse(
         request, "attention.html",
         {"stuck": stuck, "failed": failed.items, "stuck_min": minutes, "today": today,
+         "error": error,
          "failed_query": urlencode([("status", "failed"), ("status", "timeout"),
-                                    ("ended_from", today.strftime("%Y-%m-%dT%H:%M"))]),
+                                    ("last_event_from", today.strftime("%Y-%m-%dT%H:%M"))]),
          "now": datetime.now(UTC)},
     )  # fmt: skip
 
 
+def safe_next(target: str) -> str:
+    """Where ``/login`` may send the browser: a path of this site, else ``/``.
+
+    Not ``//host`` nor ``/\\host`` (browsers read both as another host), nothing
+    with a control character or white space (browsers drop tabs and newlines, so
+    ``/\\t/host`` would become ``//host``).
+    """
+    if not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
+        return "/"
+    return target
+
+
 @pages.get("/login", response_class=HTMLResponse)
 async def login(request: Request, token: str | None = None, next: str = "/") -> Response:
-    """``?token=``: a valid token sets the cookie and goes to ``next``; else the form (401)."""
-    # only a path of this site: not //host, nor /\host (which browsers read as //host)
-    target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
+    """``?token=``: a valid token sets the cookie and goes to ``next``; else the form (401).
+
+    ``next`` is the path and query string the browser asked for (exectrack.consumer.read.api
+    puts it there percent-encoded as one value), so the view comes back whole.
+    """
+    target = safe_next(next)
     settings = context(request).settings
     if token and token_ok(token, settings):
         response = RedirectResponse(target, status_code=303)
