@@ -130,7 +130,7 @@ def parse_filter(params: Any) -> tuple[ExecutionFilter, dict[str, Any], str | No
 
 
 def _list_options(params: Any) -> dict[str, Any]:
-    sort = params.get("sort") or "last_event_at"
+    sort = params.get("sort") or queries.DEFAULT_SORT
     order = params.get("order") or "desc"
     limit = params.get("limit") or "50"
     return {"sort": sort, "order": order, "limit": int(limit) if limit.isdigit() else 50,
