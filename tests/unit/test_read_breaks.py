@@ -79,7 +79,7 @@ def test_the_same_crash_repeated_is_still_collapsed(
 
 def test_the_default_sort_is_created_at_everywhere() -> None:
     assert queries.DEFAULT_SORT == "created_at"
-    assert queries.list_executions.__kwdefaults__["sort"] == "created_at"
+    assert (queries.list_executions.__kwdefaults__ or {})["sort"] == "created_at"
     sort = next(p for p in read_cli.list_command.params if p.name == "sort")
     assert sort.default == "created_at"
     assert web._list_options({})["sort"] == "created_at"
