@@ -357,5 +357,5 @@ async def stuck_executions(
     ):
         raise BadQuery("older_than_s", f"{older_than_s!r} is not a number of seconds > 0")
     flt = ExecutionFilter(stuck_for_s=older_than_s)
-    page = await list_executions(engine, flt, descending=False, limit=limit)
+    page = await list_executions(engine, flt, sort="last_event_at", descending=False, limit=limit)
     return page.items
