@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer.ingest.fold import fold_events
@@ -181,3 +183,45 @@ async def test_piped_list_and_stats_print_whole_cells_as_tab_separated_lines(
     assert as_json.returncode == 0, as_json.stderr
     page = json.loads(as_json.stdout)
     assert [item["execution_id"] for item in page["items"]] == [LONG_ID, "short-1"]
+
+
+async def test_under_uvicorn_each_different_crash_is_one_json_traceback_and_a_request_line(
+    db: AsyncEngine, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """serve's own server (uvicorn, log_config=None as serve sets it), in process."""
+    app = build_app(Settings.model_validate({"database": {"url": database_url}}))
+    crashes = {"a": OverflowError("date value out of range"), "b": ValueError("bad ²")}
+
+    async def boom(kind: str) -> None:
+        raise crashes[kind]
+
+    app.add_api_route("/api/boom/{kind}", boom)
+    configure_logging("json", "info")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        capsys.readouterr()
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            statuses = [(await client.get(f"/api/boom/{k}")).status_code for k in "aba"]
+        assert statuses == [500, 500, 500]
+        logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+        configure_logging("auto", "info")
+    requests = [line["error"] for line in logged if line["event"] == "request"]
+    assert requests == [
+        "OverflowError: date value out of range", "ValueError: bad ²",
+        "OverflowError: date value out of range",
+    ]  # fmt: skip
+    tracebacks = [line for line in logged if str(line["event"]).startswith("Exception in ASGI")]
+    # two different crashes: two tracebacks; the repeat of the first: left out (one a minute)
+    causes = [str(line["exception"]).strip().splitlines()[-1] for line in tracebacks]
+    assert causes == ["OverflowError: date value out of range", "ValueError: bad ²"]
