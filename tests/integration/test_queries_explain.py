@@ -21,7 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer.db import migrate
 from exectrack.consumer.db.engine import create_engine
-from exectrack.consumer.read.queries import ExecutionFilter, list_executions, stuck_executions
+from exectrack.consumer.read.queries import (
+    DEFAULT_SORT,
+    ExecutionFilter,
+    list_executions,
+    stuck_executions,
+)
 from exectrack.consumer.settings import DatabaseSettings
 from exectrack.producer.events import ExecutionStatus, ReportType, TriggerType
 from tests.conftest import MakeDatabase
@@ -31,7 +36,13 @@ NOW = datetime.now(UTC)
 FROM, TO = NOW - timedelta(days=40), NOW - timedelta(days=30)  # ~1,000 of 100,000 rows
 S = ExecutionStatus
 SHAPES: dict[str, tuple[ExecutionFilter, str]] = {
-    "default sort": (ExecutionFilter(), "last_event_at"),
+    "default sort": (ExecutionFilter(), DEFAULT_SORT),
+    "newest event": (ExecutionFilter(), "last_event_at"),
+    "by status, default sort": (ExecutionFilter(status=[S.FAILED]), DEFAULT_SORT),
+    "by several statuses, default sort": (
+        ExecutionFilter(status=[S.FAILED, S.TIMEOUT]),
+        DEFAULT_SORT,
+    ),
     "by status": (ExecutionFilter(status=[S.FAILED]), "last_event_at"),
     "by several statuses": (ExecutionFilter(status=[S.FAILED, S.TIMEOUT]), "last_event_at"),
     "by report": (ExecutionFilter(report_id=["rep-07"]), "last_event_at"),
@@ -109,7 +120,7 @@ async def test_every_list_shape_uses_an_index(new_database: MakeDatabase) -> Non
     seen = await load_and_check(new_database, 100_000)
     # the orders the indexes were added for are read in index order, no sort
     first_page = {name: plans[0] for name, plans in seen.items()}
-    for name in ("default sort", "by report", "by duration"):
+    for name in ("default sort", "newest event", "by report", "by duration"):
         extra = " ".join(str(row["Extra"]) for row in first_page[name])
         assert "filesort" not in extra, (name, first_page[name])
 

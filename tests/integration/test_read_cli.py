@@ -70,9 +70,9 @@ async def known(new_database_module: MakeDatabase) -> AsyncIterator[Known]:
         await engine.dispose()
 
 
-async def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+async def cli(url: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EXECTRACK_DATABASE__URL": url, "EXECTRACK_LOG_LEVEL": "error",
-           "COLUMNS": "250"}  # fmt: skip
+           "COLUMNS": "250", **extra}  # fmt: skip
     return await asyncio.to_thread(
         subprocess.run, [str(CONSUMER), *args], env=env, capture_output=True, text=True,
         timeout=60, check=False,
@@ -101,9 +101,11 @@ async def test_list_filters_sorts_and_pages(known: Known) -> None:
     flt = ExecutionFilter(status=[S.FAILED, S.COMPLETED, S.TIMEOUT], report_id=["r-b", "r-c"])
     args = ["--status", "failed", "--status", "completed", "--status", "timeout",
             "--report", "r-b", "--report", "r-c", "--limit", "15"]  # fmt: skip
-    expected = ordered(selected(rows, flt, NOW), "last_event_at", descending=True)
+    expected = ordered(selected(rows, flt, NOW), "created_at", descending=True)  # the default
     assert len(expected) > 30  # three pages and more, through --cursor
     assert await listed(url, *args) == expected
+    by_event = ordered(selected(rows, flt, NOW), "last_event_at", descending=True)
+    assert await listed(url, *args, "--sort", "last_event_at") == by_event
     by_duration = ordered(selected(rows, flt, NOW), "duration_ms", descending=False)
     assert await listed(url, *args, "--sort", "duration_ms", "--asc", "--limit", "500") == (
         by_duration
@@ -130,22 +132,23 @@ async def test_list_relative_times_and_stuck(known: Known) -> None:
     after = datetime.now(UTC)
     candidates = [
         ordered(selected(rows, ExecutionFilter(ended_from=t - timedelta(hours=30),
-                                               started_by=2), NOW), "last_event_at", True)
+                                               started_by=2), NOW), "created_at", True)
         for t in (before, after)
     ]  # fmt: skip
     assert found in candidates
     assert found
-    stuck = ordered(selected(rows, ExecutionFilter(stuck_for_s=3600), NOW), "last_event_at", False)
+    stuck = ordered(selected(rows, ExecutionFilter(stuck_for_s=3600), NOW), "created_at", False)
     assert stuck
     assert await listed(url, "--stuck-for", "1h", "--asc", "--limit", "500") == stuck
 
 
 async def test_list_prints_a_table_and_the_next_cursor(known: Known) -> None:
     _, url, rows = known
-    done = await cli(url, "list", "--status", "running", "--limit", "3")
+    # stdout is a pipe here: TTY_COMPATIBLE=1 asks for the terminal's table
+    done = await cli(url, "list", "--status", "running", "--limit", "3", TTY_COMPATIBLE="1")
     assert done.returncode == 0, done.stderr
     expected = ordered(selected(rows, ExecutionFilter(status=[S.RUNNING]), NOW),
-                       "last_event_at", True)[:3]  # fmt: skip
+                       "created_at", True)[:3]  # fmt: skip
     for eid in expected:
         assert eid in done.stdout
     assert "3 executions" in done.stdout

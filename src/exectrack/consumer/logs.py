@@ -16,8 +16,11 @@ Levels: ours at ``EXECTRACK_LOG_LEVEL``; the libraries at WARNING or above
 
 A library that repeats itself (aiokafka logs a missing topic or an unreachable
 broker at every metadata refresh, several times a second) is cut to one event
-per ``REPEAT_WINDOW_S`` per message and logger, carrying ``repeated``: how many
-identical lines were left out before it.
+per ``REPEAT_WINDOW_S`` per message, logger, level and exception, carrying
+``repeated``: how many identical lines were left out before it. The exception
+(its type and the last line of its text) is part of what makes two lines
+identical: two different crashes that share a message (uvicorn's "Exception in
+ASGI application") are two lines, never one collapsed into the other.
 """
 
 from __future__ import annotations
@@ -60,12 +63,12 @@ class _Repeats(logging.Filter):
     def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
         super().__init__()
         self.window_s = window_s
-        self.seen: dict[tuple[str, str, int], tuple[float, int]] = {}
+        self.seen: dict[tuple[str, str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.split(".", 1)[0] in OURS or record.levelno >= logging.CRITICAL:
             return True
-        key = (record.name, record.getMessage(), record.levelno)
+        key = (record.name, record.getMessage(), record.levelno, _exception_of(record))
         now = time.monotonic()
         first, left_out = self.seen.get(key, (-self.window_s, 0))
         if now - first < self.window_s:
@@ -77,6 +80,18 @@ class _Repeats(logging.Filter):
         if left_out:
             record.repeated = left_out
         return True
+
+
+def _exception_of(record: logging.LogRecord) -> str:
+    """``Type: last line of its text`` of the record's exception, "" without one.
+
+    What tells two crashes logged under one message apart (issue #15, break 3).
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is None:
+        return (record.exc_text or "").strip().rsplit("\n", 1)[-1]
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__module__}.{type(exc).__qualname__}: {lines[-1] if lines else ''}"
 
 
 def _repeated(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

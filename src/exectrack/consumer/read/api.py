@@ -51,6 +51,7 @@ from exectrack.consumer.read.access import (
     token_ok,
 )
 from exectrack.consumer.read.queries import (
+    SORT_DESCRIPTION,
     DurationBucket,
     ExecutionDetail,
     ExecutionFilter,
@@ -145,7 +146,7 @@ async def list_executions(
     stuck_for_s: Annotated[
         float | None, Query(gt=0, lt=queries.MAX_SECONDS, allow_inf_nan=False)
     ] = None,
-    sort: SortKey = "last_event_at",
+    sort: Annotated[SortKey, Query(description=SORT_DESCRIPTION)] = "created_at",
     order: Literal["desc", "asc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
     cursor: str | None = None,
@@ -287,17 +288,33 @@ def _guard(app: FastAPI, settings: Settings) -> None:
     ) -> Response:
         started = time.perf_counter()
         path = request.url.path
-        if not path.startswith(OPEN_PATHS) and not token_ok(presented_token(request), settings):
-            response: Response = _unauthorised(request)
-        else:
-            response = await call_next(request)
         # the path only: a query string may carry a token (/login?token=); probes at debug
         emit = log.debug if path in ("/healthz", "/livez") else log.info
+        try:
+            allowed = path.startswith(OPEN_PATHS) or token_ok(presented_token(request), settings)
+            if not allowed:
+                response: Response = _unauthorised(request)
+            else:
+                response = await call_next(request)
+        except Exception as exc:
+            # the answer is Starlette's 500; the traceback is the server's one JSON line
+            # ("Exception in ASGI application"): this is the access line it would lack
+            log.error(
+                "request", method=request.method, path=path, status=500,
+                ms=round((time.perf_counter() - started) * 1000, 1), error=one_line(exc),
+            )  # fmt: skip
+            raise
         emit(
             "request", method=request.method, path=path, status=response.status_code,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )  # fmt: skip
         return response
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of its message``, at most 300 characters: a crash's cause, one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _unauthorised(request: Request) -> Response:

@@ -1,9 +1,19 @@
-"""Commands ``list``, ``stats`` and ``watch``: the read side in a terminal (docs/read/queries.md).
+r"""Commands ``list``, ``stats`` and ``watch``: the read side in a terminal (docs/read/queries.md).
 
 Thin over exectrack.consumer.read.queries: options become an ``ExecutionFilter``,
 ``asyncio.run`` runs the query, the result is a rich table or, with ``--json``,
 one JSON document on stdout for scripts. A bad option value (a time, a duration,
-a cursor) ends in click's usage error naming the option (exit 2).
+a cursor; a time or duration beyond what a datetime holds, ``99999999d``) ends in
+click's usage error naming the option (exit 2), never a traceback.
+
+Output: on a terminal, a rich table (cells may be shortened to fit). When stdout
+is not a terminal (``| grep``, ``| cut``, ``> file``), tab-separated lines: a
+header line of the column names, then one line per row, every cell whole; a tab,
+newline, carriage return or backslash inside a cell is written ``\t``, ``\n``,
+``\r``, ``\\`` (PostgreSQL COPY's text format), so a row is always one line and
+``cut -f`` counts right. Titles and ``more: --cursor ...`` go to stderr then.
+``TTY_COMPATIBLE=1`` forces the table, ``TTY_COMPATIBLE=0`` the lines (rich's
+variable). ``--json`` is the same either way.
 
 Times: ISO 8601 (``2026-11-30T08:00:00Z``; without an offset it is UTC; a date
 alone is its midnight UTC) or relative to now: ``90s``, ``15m``, ``2h``, ``7d``,
@@ -14,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -26,7 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from exectrack.consumer.db.engine import create_engine
 from exectrack.consumer.errors import BadPeriod, BadQuery
 from exectrack.consumer.read.queries import (
+    DEFAULT_SORT,
     MAX_LIMIT,
+    MAX_WINDOW_S,
+    SORT_DESCRIPTION,
     SORT_KEYS,
     ExecutionFilter,
     ExecutionPage,
@@ -67,10 +82,16 @@ class TimeParam(click.ParamType[datetime, Any]):
                 ago = None
             if ago is None:
                 self.fail(f"{value!r} is neither an ISO 8601 time nor a time ago (2h)", param, ctx)
-            return datetime.now(UTC) - ago
+            try:
+                return datetime.now(UTC) - ago
+            except OverflowError:
+                self.fail(f"{value!r} ago is before the year 1", param, ctx)
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            self.fail(f"{value!r} is outside the years 1..9999 in UTC", param, ctx)
 
 
 class DurationParam(click.ParamType[float, Any]):
@@ -90,6 +111,8 @@ class DurationParam(click.ParamType[float, Any]):
             self.fail(str(exc), param, ctx)
         if period is None or period <= timedelta(0):
             self.fail(f"{value!r} is not a duration > 0 (like 15m)", param, ctx)
+        if period.total_seconds() >= MAX_WINDOW_S:
+            self.fail(f"{value!r} is longer than 100 years", param, ctx)
         return period.total_seconds()
 
 
@@ -157,7 +180,8 @@ def _run(job: Callable[[AsyncEngine], Awaitable[T]]) -> tuple[Settings, T]:
 
 @click.command("list")
 @filter_options
-@click.option("--sort", type=click.Choice(SORT_KEYS), default="last_event_at", show_default=True)
+@click.option("--sort", type=click.Choice(SORT_KEYS), default=DEFAULT_SORT, show_default=True,
+              help=SORT_DESCRIPTION)  # fmt: skip
 @click.option("--asc", is_flag=True, help="Ascending (oldest, shortest first).")
 @click.option("--limit", type=click.IntRange(1, MAX_LIMIT), default=50, show_default=True)
 @click.option("--cursor", help="Continue after a page: its next_cursor.")
@@ -165,7 +189,10 @@ def _run(job: Callable[[AsyncEngine], Awaitable[T]]) -> tuple[Settings, T]:
 def list_command(
     sort: SortKey, asc: bool, limit: int, cursor: str | None, as_json: bool, **options: Any
 ) -> None:
-    """List executions, filtered and sorted, a page at a time (newest event first)."""
+    """List executions, filtered and sorted, a page at a time (newest first).
+
+    Piped (stdout not a terminal): tab-separated lines with a header, cells whole.
+    """
     flt = build_filter(options)
     _, page = _run(
         lambda engine: list_executions(
@@ -180,9 +207,41 @@ def list_command(
     if as_json:
         click.echo(page.model_dump_json())
         return
-    Console().print(_page_table(page))
+    _print_table(_page_table(page))
     if page.next_cursor:
-        click.echo(f"more: --cursor {page.next_cursor}")
+        click.echo(f"more: --cursor {page.next_cursor}", err=not on_terminal())
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def tsv_line(cells: list[str]) -> str:
+    """One tab-separated line; ``\\``, tab, newline and CR inside a cell escaped (COPY text)."""
+    return "\t".join(cell.translate(_ESCAPES) for cell in cells)
+
+
+def on_terminal() -> bool:
+    """Whether stdout is a terminal (``TTY_COMPATIBLE`` 1/0 overrides, as for rich)."""
+    forced = os.environ.get("TTY_COMPATIBLE", "")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return sys.stdout.isatty()
+
+
+def _print_table(table: Table) -> None:
+    """``table`` drawn on a terminal; piped, its header and rows as whole-cell TSV lines.
+
+    The title goes to stderr when piped, so stdout is only the header and the rows.
+    """
+    if on_terminal():
+        Console(force_terminal=True).print(table)
+        return
+    if table.title:
+        click.echo(str(table.title), err=True)
+    click.echo(tsv_line([str(column.header) for column in table.columns]))
+    cells = [[str(cell) for cell in column.cells] for column in table.columns]
+    for row in zip(*cells, strict=True):
+        click.echo(tsv_line(list(row)))
 
 
 def _when(value: datetime | None) -> str:
@@ -224,7 +283,7 @@ def stats_command(
                     "reports": [s.model_dump(mode="json") for s in found]}  # fmt: skip
         click.echo(json.dumps(document))
         return
-    Console().print(_stats_table(found, since, end))
+    _print_table(_stats_table(found, since, end))
 
 
 def _stats_table(found: list[ReportStats], since: datetime, until: datetime) -> Table:

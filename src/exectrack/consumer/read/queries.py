@@ -36,10 +36,13 @@ from exectrack.consumer.read.stats import (
 from exectrack.producer.events import ExecutionStatus, ReportCategory, ReportType, TriggerType
 
 __all__ = [
+    "DEFAULT_SORT",
     "MAX_BUCKETS",
     "MAX_LIMIT",
     "MAX_SECONDS",
     "MAX_USER_ID",
+    "MAX_WINDOW_S",
+    "SORT_DESCRIPTION",
     "SORT_KEYS",
     "DurationBucket",
     "ExecutionDetail",
@@ -60,6 +63,25 @@ __all__ = [
 
 SortKey = Literal["last_event_at", "created_at", "start_time", "end_time", "duration_ms"]
 SORT_KEYS: tuple[str, ...] = get_args(SortKey)
+DEFAULT_SORT: SortKey = "created_at"
+"""The default order of every list (API, CLI, web page): ``created_at`` (issue #15, break 4).
+
+Keyset pages are exact only over a key that does not change while someone pages:
+``created_at`` is the execution's earliest event time, written when its row is
+first inserted and never moved by later events (only by an event stamped EARLIER
+than every event seen, arriving late: a producer whose events arrive out of
+order). ``last_event_at`` changes with every event, ``start_time``/``end_time``/
+``duration_ms`` when the events that carry them land.
+"""
+SORT_DESCRIPTION = (
+    "Sort key (ties by id, the same direction). created_at (the default: the first "
+    "event's time) does not change as events land, so following next_cursor lists every "
+    "row exactly once. last_event_at changes with every event, and start_time, end_time "
+    "and duration_ms when the events carrying them land: pages over those keys may skip a "
+    "row (it moved to a page already read) or repeat one (it moved to a page not yet read) "
+    "while events land; use them to look, created_at to walk every row."
+)
+"""``sort``'s description in the OpenAPI document and the CLI's ``--sort`` help."""
 MAX_LIMIT = 500
 """The largest page ``list_executions`` and ``stuck_executions`` return."""
 STUCK_STATUSES = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
@@ -68,6 +90,8 @@ MAX_SECONDS = _MAX_SECONDS
 """The largest number of seconds a read-side parameter takes (100 years): beyond, a mistake."""
 MAX_USER_ID = 2**31 - 1
 """``started_by`` is a ``users.id`` (``INT``): the API and the pages take 1..this."""
+MAX_WINDOW_S = _MAX_SECONDS
+"""The longest ``stuck_for_s``, in seconds (100 years): a longer window is a mistake."""
 
 
 class ExecutionFilter(BaseModel):
@@ -180,7 +204,7 @@ async def list_executions(
     engine: AsyncEngine,
     flt: ExecutionFilter,
     *,
-    sort: SortKey = "last_event_at",
+    sort: SortKey = DEFAULT_SORT,
     descending: bool = True,
     limit: int = 50,
     cursor: str | None = None,
@@ -200,8 +224,11 @@ async def list_executions(
             direction that issued it.
 
     Returns the page and ``next_cursor`` (None when this page is the last).
-    Concatenated pages hold every selected row exactly once while the rows do not
-    change; a row whose sort value changes between two pages may move.
+    Concatenated pages hold every selected row exactly once while the rows' sort
+    values do not change: always for the default ``created_at`` (``DEFAULT_SORT``
+    says when it could), not for ``last_event_at`` and the others, whose rows move
+    as events land (a row moved before the cursor is skipped, one moved after it
+    is listed twice; ``SORT_DESCRIPTION``).
 
     Raises:
         BadQuery: ``sort`` or ``limit`` out of domain (``argument`` names it).
@@ -339,9 +366,9 @@ async def stuck_executions(
         BadQuery: ``older_than_s`` not > 0 or ``limit`` out of 1..``MAX_LIMIT``.
     """
     if isinstance(older_than_s, bool) or not (
-        isinstance(older_than_s, int | float) and 0 < older_than_s < _MAX_SECONDS
+        isinstance(older_than_s, int | float) and 0 < older_than_s < MAX_WINDOW_S
     ):
         raise BadQuery("older_than_s", f"{older_than_s!r} is not a number of seconds > 0")
     flt = ExecutionFilter(stuck_for_s=older_than_s)
-    page = await list_executions(engine, flt, descending=False, limit=limit)
+    page = await list_executions(engine, flt, sort="last_event_at", descending=False, limit=limit)
     return page.items

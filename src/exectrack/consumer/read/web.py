@@ -238,7 +238,7 @@ def _limit(raw: str) -> int:
 
 
 def _list_options(params: Any) -> dict[str, Any]:
-    sort = params.get("sort") or "last_event_at"
+    sort = params.get("sort") or queries.DEFAULT_SORT
     order = params.get("order") or "desc"
     limit = params.get("limit") or "50"
     return {"sort": sort, "order": order, "limit": _limit(limit),

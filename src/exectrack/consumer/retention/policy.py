@@ -49,14 +49,22 @@ def parse_period(value: Any) -> timedelta | None:
     elif isinstance(value, bool):
         raise BadPeriod(f"bad duration {value!r}: a number of seconds or a string like '90d'")
     elif isinstance(value, int | float):
-        period = timedelta(seconds=value)
+        try:
+            period = timedelta(seconds=value)
+        except (OverflowError, ValueError):  # beyond 999,999,999 days, or NaN
+            raise BadPeriod(
+                f"bad duration {value!r}: not a number of seconds up to 999999999 days"
+            ) from None
     elif isinstance(value, str):
         text = value.strip()
         if text.lower() in (NEVER, "forever"):
             return None
         short = _SHORT.fullmatch(text)
         if short:
-            period = timedelta(**{_UNITS[short[2].lower()]: float(short[1])})
+            try:
+                period = timedelta(**{_UNITS[short[2].lower()]: float(short[1])})
+            except OverflowError:  # beyond timedelta's 999,999,999 days (issue #15, break 6)
+                raise BadPeriod(f"bad duration {value!r}: longer than 999999999 days") from None
         else:
             try:
                 period = _TIMEDELTA.validate_python(text)
