@@ -95,16 +95,14 @@ async def assignment(topics: Topics) -> list[set[int]]:
         await admin.close()
     (group,) = response.groups
     members = group[5]  # error, group, state, protocol type, protocol, members
-    owned = []
+    owned: list[set[int]] = []
     for member in members:
         raw = member[-1]  # member_id, (instance id), client_id, host, metadata, assignment
         if not raw:
             owned.append(set())
             continue
         decoded = ConsumerProtocolMemberAssignment.decode(raw)
-        owned.append(
-            {p for tp in decoded.partitions() if tp.topic == topics.topic for p in [tp.partition]}
-        )
+        owned.append({tp.partition for tp in decoded.partitions() if tp.topic == topics.topic})
     return owned
 
 
@@ -127,7 +125,7 @@ def free_ports(count: int) -> int:
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
+            base = int(probe.getsockname()[1])
         if base + count > 65535:
             continue
         try:
