@@ -27,7 +27,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Topics
+from exectrack.consumer.db import migrate
+from tests.conftest import MakeDatabase, Topics
+from tests.support.expect import expected_rows
 from tests.support.faults import (
     CONSUMER,
     assert_converged,
@@ -36,21 +38,24 @@ from tests.support.faults import (
     drained,
     lag,
     publish_in_chunks,
+    publish_stream,
     stream,
 )
 from tests.support.kafka import committed_lag
+from tests.support.service import rows_of
 
 Start = Callable[..., subprocess.Popen[bytes]]
 
 
 @pytest.fixture
 def supervisor(topics: Topics, database_url: str, tmp_path: Path) -> Iterator[Start]:
-    """Start ``consume --workers N`` (keyword arguments: extra environment); logs in
+    """Start ``consume --workers N`` (into ``url``, default the session's database; other
+    keyword arguments: extra environment variables); logs in
     ``tmp_path/supervisor.log``; the whole process group is killed at teardown."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(workers: int = 2, **extra: str) -> subprocess.Popen[bytes]:
-        env = consumer_env(topics, database_url, **extra)
+    def start(workers: int = 2, url: str | None = None, **extra: str) -> subprocess.Popen[bytes]:
+        env = consumer_env(topics, url or database_url, **extra)
         with (tmp_path / "supervisor.log").open("ab") as log:
             proc = subprocess.Popen(
                 [str(CONSUMER), "consume", "--workers", str(workers)],
@@ -261,3 +266,34 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+async def test_workers_failing_at_start_are_restarted_with_backoff_until_it_heals(
+    topics: Topics, supervisor: Start, new_database: MakeDatabase, tmp_path: Path
+) -> None:
+    """A database without the schema: every worker exits 1 at start (``connect_failed``),
+    again and again, with growing waits; the supervisor keeps running. ``migrate``:
+    the next attempts come up and fold the stream."""
+    url = await new_database()
+    proc = supervisor(
+        url=url, EXECTRACK_WORKER_RESTART_INITIAL_S="0.5", EXECTRACK_WORKER_RESTART_MAX_S="2"
+    )
+    async with asyncio.timeout(60):
+        while any(len(lines(tmp_path, "worker_exited", worker=i)) < 3 for i in (0, 1)):
+            assert proc.poll() is None, "the supervisor gave up"
+            await asyncio.sleep(0.2)
+    for index in (0, 1):
+        exits = lines(tmp_path, "worker_exited", worker=index)[:3]
+        assert [e["failures_in_a_row"] for e in exits] == [1, 2, 3]
+        assert all(e["exit_code"] == 1 for e in exits)
+        assert exits[0]["restart_in_s"] < exits[2]["restart_in_s"]  # 0.5, 1, 2 (+-20%)
+    assert lines(tmp_path, "connect_failed")
+
+    await migrate.upgrade(url)
+    messages = stream(500, seed=163)
+    sent = await publish_stream(topics, messages)
+    await both_own_partitions(topics, timeout_s=60)
+    await drained(topics)
+    assert await rows_of(url) == expected_rows(messages, None)
+    assert len(sent) == len(messages)
+    await stopped_cleanly(proc, topics)

@@ -7,7 +7,7 @@ policy file) but ``EXECTRACK_HEALTH_PORT`` moved to its own port
 (carrying ``worker``) join the supervisor's in one stream.
 
 - A worker that exits while the supervisor runs (a crash, kill -9, a start-up
-  failure such as the database away) is logged in ONE line (``worker_exited``:
+  failure: Kafka unreachable, the schema not migrated yet) is logged in ONE line (``worker_exited``:
   worker, pid, exit_code or signal, how long it ran, failures in a row, the wait)
   and started again after the restart policy's wait (restarts.py); the others
   are not touched (the group rebalances around the gap, twice).
