@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
@@ -22,7 +25,7 @@ from exectrack.consumer.cli import main
 from exectrack.consumer.retry import Backoff
 from exectrack.consumer.settings import Settings
 from exectrack.consumer.workers import supervisor as supervising
-from exectrack.consumer.workers.health import probe_host
+from exectrack.consumer.workers.health import SupervisorMetrics, WorkerView, build_app, probe_host
 from exectrack.consumer.workers.restarts import (
     RestartPolicy,
     Restarts,
@@ -245,3 +248,68 @@ async def test_an_unstartable_command_is_retried_not_fatal() -> None:
         status = await asyncio.wait_for(run, 10)
     assert status == 0
     assert "cannot start" in events(logs, "worker_exited")[0]["error"]
+
+
+# ------------------------------------------------------------------ the aggregated probes
+async def fake_worker(live: int, ready: int) -> tuple[web.AppRunner, int]:
+    """A worker's health server answering ``/livez`` with ``live``, ``/readyz`` with ``ready``."""
+
+    async def livez(_: web.Request) -> web.Response:
+        return web.Response(status=live)
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(status=ready)
+
+    app = web.Application()
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, port
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def probes(views: list[WorkerView]) -> dict[str, tuple[int, str]]:
+    app = build_app(lambda: views, "127.0.0.1", SupervisorMetrics(len(views)))
+    async with TestClient(TestServer(app)) as client:
+        found = {}
+        for path in ("/livez", "/readyz", "/metrics"):
+            response = await client.get(path)
+            found[path] = (response.status, await response.text())
+        return found
+
+
+async def test_the_supervisor_aggregates_the_workers_probes() -> None:
+    good, good_port = await fake_worker(200, 200)
+    stuck, stuck_port = await fake_worker(503, 503)
+    try:
+        all_good = await probes([WorkerView(0, 10, good_port), WorkerView(1, 11, good_port)])
+        assert all_good["/livez"][0] == 200
+        assert all_good["/readyz"][0] == 200
+        assert "worker 1 pid 11 port" in all_good["/readyz"][1]
+        assert "exectrack_workers 2.0" in all_good["/metrics"][1]
+        assert "exectrack_events_consumed" not in all_good["/metrics"][1]  # the workers' own
+
+        # one starting (nothing listens yet), one waiting for its restart: live, not ready
+        waiting = await probes([WorkerView(0, 10, free_port()), WorkerView(1, None, 1)])
+        assert waiting["/livez"][0] == 200
+        assert waiting["/readyz"][0] == 503
+        assert "starting" in waiting["/livez"][1]
+        assert "restart pending" in waiting["/livez"][1]
+
+        # one stuck: the unit is not live
+        one_stuck = await probes([WorkerView(0, 10, good_port), WorkerView(1, 11, stuck_port)])
+        assert one_stuck["/livez"][0] == 503
+        assert "worker 1 pid 11" in one_stuck["/livez"][1]
+        assert one_stuck["/readyz"][0] == 503
+    finally:
+        await good.cleanup()
+        await stuck.cleanup()
