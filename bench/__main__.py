@@ -24,6 +24,7 @@ PROFILES: dict[str, list[tuple[str, list[str]]]] = {
         ("bench.replay", ["--events", "20000"]),
         ("bench.purge", ["--rows", "20000", "--batches", "50"]),
         ("bench.latency", ["--rate", "2000", "--seconds", "5"]),
+        ("bench.workers", ["--events", "20000", "--rounds", "1"]),
     ],
     "full": [
         ("bench.producer", ["--events", "200000"]),
@@ -31,6 +32,7 @@ PROFILES: dict[str, list[tuple[str, list[str]]]] = {
         ("bench.replay", ["--events", "1000000"]),
         ("bench.purge", ["--rows", "1000000"]),
         ("bench.latency", ["--rate", "2000", "--seconds", "60"]),
+        ("bench.workers", ["--events", "1000000", "--rounds", "3"]),
     ],
 }
 

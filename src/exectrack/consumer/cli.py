@@ -44,6 +44,8 @@ from exectrack.consumer.replay.verify import verify
 from exectrack.consumer.retention.cli import COMMANDS as RETENTION_COMMANDS
 from exectrack.consumer.service import run_service
 from exectrack.consumer.settings import Settings
+from exectrack.consumer.workers import supervise, worker_port
+from exectrack.consumer.workers.child import become_worker
 from exectrack.producer.errors import ConnectFailed, PublishError
 
 log = structlog.get_logger("exectrack.consumer.cli")
@@ -133,12 +135,38 @@ def _note_url(settings: Settings) -> None:
 
 
 @main.command()
-def consume() -> None:
-    """Run the consumer service until SIGTERM/SIGINT (then finish the batch, commit, leave)."""
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+    envvar="EXECTRACK_WORKERS", show_envvar=True,
+    help="Group members as processes under one supervisor (docs/operations.md, Scaling).",
+)  # fmt: skip
+@click.option("--worker-index", type=click.IntRange(min=0), hidden=True)  # set by the supervisor
+@click.option("--supervisor-pid", type=int, hidden=True)
+def consume(workers: int, worker_index: int | None, supervisor_pid: int | None) -> None:
+    """Run the consumer service until SIGTERM/SIGINT (then finish the batch, commit, leave).
+
+    With --workers N > 1, a supervisor runs N consume processes in the group,
+    restarts one that exits with backoff and forwards SIGTERM/SIGINT to all.
+    """
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     _note_url(settings)
+    if workers > 1:
+        _check_ports(settings, workers)
+        raise click.exceptions.Exit(asyncio.run(supervise(settings, workers)))
+    if worker_index is not None:
+        become_worker(worker_index, supervisor_pid)
     asyncio.run(_consume(settings))
+
+
+def _check_ports(settings: Settings, workers: int) -> None:
+    last = worker_port(settings.health_port, workers - 1)
+    if last > 65535:
+        raise click.UsageError(
+            f"--workers {workers} needs health ports {settings.health_port}..{last} "
+            "(EXECTRACK_HEALTH_PORT + 1 + worker index): lower EXECTRACK_HEALTH_PORT, "
+            "or 0 for none"
+        )
 
 
 async def _consume(settings: Settings) -> None:

@@ -59,7 +59,17 @@ async def serve_health(service: Probed, host: str, port: int) -> web.AppRunner |
     """
     if port == 0:
         return None
-    runner = web.AppRunner(build_app(service), access_log=None)
+    return await serve_app(build_app(service), host, port)
+
+
+async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Listen on ``host:port`` with ``app`` (the consumer's, or a supervisor's:
+    exectrack.consumer.workers.health); the runner to ``cleanup()`` at the end.
+
+    Raises:
+        HealthServerFailed: as ``serve_health``.
+    """
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -249,6 +249,13 @@ class Settings(BaseSettings):
     # (consumer/dlq/send.py)
     dlq_missing_grace_s: float = Field(default=60.0, ge=0)
 
+    # consume --workers N (consumer/workers/): a worker that exits unexpectedly is started
+    # again after initial_s, doubling per failure in a row up to max_s (+-20% jitter);
+    # a run of stable_s or more resets the row
+    worker_restart_initial_s: float = Field(default=1.0, gt=0)
+    worker_restart_max_s: float = Field(default=60.0, gt=0)
+    worker_stable_s: float = Field(default=60.0, gt=0)
+
     # operability
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=8080, ge=0, le=65535)  # 0 disables the HTTP server
