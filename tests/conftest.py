@@ -71,9 +71,8 @@ async def scratch_database(stack: Services) -> AsyncIterator[str]:
 MakeDatabase = Callable[[], Awaitable[str]]
 
 
-@pytest.fixture
-async def new_database(stack: Services) -> AsyncIterator[MakeDatabase]:
-    """Makes fresh, empty databases (no tables); all dropped at teardown."""
+async def _databases(stack: Services) -> AsyncIterator[MakeDatabase]:
+    """Yields a maker of fresh, empty databases (no tables); drops them all when resumed."""
     names: list[str] = []
 
     async def make() -> str:
@@ -84,21 +83,20 @@ async def new_database(stack: Services) -> AsyncIterator[MakeDatabase]:
     yield make
     for name in names:
         await drop_database(stack.database_url, name)
+
+
+@pytest.fixture
+async def new_database(stack: Services) -> AsyncIterator[MakeDatabase]:
+    """Makes fresh, empty databases (no tables); all dropped at teardown."""
+    async for make in _databases(stack):
+        yield make
 
 
 @pytest.fixture(scope="module")
 async def new_database_module(stack: Services) -> AsyncIterator[MakeDatabase]:
     """``new_database`` for a module's tests to share: all dropped after the module."""
-    names: list[str] = []
-
-    async def make() -> str:
-        names.append(f"exectrack_test_{uuid.uuid4().hex[:12]}")
-        await create_database(stack.database_url, names[-1])
-        return database_url_for(stack.database_url, names[-1])
-
-    yield make
-    for name in names:
-        await drop_database(stack.database_url, name)
+    async for make in _databases(stack):
+        yield make
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +127,23 @@ async def db(engine: AsyncEngine) -> AsyncEngine:
             await conn.execute(text(f"TRUNCATE TABLE {table}"))
         await conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
     return engine
+
+
+@pytest.fixture
+async def refusing_trigger(db: AsyncEngine) -> AsyncIterator[None]:
+    """The database refuses any execution whose id starts with 'poison' (a trigger)."""
+    async with db.begin() as conn:
+        for when in ("INSERT", "UPDATE"):
+            await conn.execute(text(
+                f"CREATE TRIGGER refuse_poison_{when.lower()} BEFORE {when} ON report_executions "
+                "FOR EACH ROW BEGIN IF NEW.execution_id LIKE 'poison%' THEN "
+                "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by test trigger'; "
+                "END IF; END"
+            ))  # fmt: skip
+    yield
+    async with db.begin() as conn:
+        await conn.execute(text("DROP TRIGGER IF EXISTS refuse_poison_insert"))
+        await conn.execute(text("DROP TRIGGER IF EXISTS refuse_poison_update"))
 
 
 @dataclass(frozen=True)

@@ -357,23 +357,6 @@ async def test_racing_writers_count_each_execution_once(db: AsyncEngine, databas
     assert histogram(report) == (executions, 9.0 * executions)
 
 
-@pytest.fixture
-async def refusing_trigger(db: AsyncEngine) -> Any:
-    """The database refuses any execution whose id starts with 'poison' (a trigger)."""
-    async with db.begin() as conn:
-        for when in ("INSERT", "UPDATE"):
-            await conn.execute(text(
-                f"CREATE TRIGGER refuse_poison_{when.lower()} BEFORE {when} ON report_executions "
-                "FOR EACH ROW BEGIN IF NEW.execution_id LIKE 'poison%' THEN "
-                "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by test trigger'; "
-                "END IF; END"
-            ))  # fmt: skip
-    yield
-    async with db.begin() as conn:
-        await conn.execute(text("DROP TRIGGER IF EXISTS refuse_poison_insert"))
-        await conn.execute(text("DROP TRIGGER IF EXISTS refuse_poison_update"))
-
-
 @pytest.mark.usefixtures("refusing_trigger")
 async def test_refused_rows_and_rolled_back_halves_count_nothing(db: AsyncEngine) -> None:
     """A batch with a row the database refuses is bisected: the transactions holding the

@@ -6,7 +6,7 @@ import html
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
@@ -16,12 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer.read.api import build_app
 from exectrack.consumer.settings import Settings
-from exectrack.producer.events import EventType, execution_event
 from tests.support.read import (
     HOSTILE_IDS,
     SEED,
     failed_without_end_time,
     hostile_runs,
+    huge_duration,
     seed,
     write_events,
     write_runs,
@@ -225,14 +225,7 @@ async def test_durations_and_records_fit_their_cards(
     client: httpx.AsyncClient, db: AsyncEngine
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    common = {"execution_id": "exe-huge", "report_id": "huge", "source": "/tests"}
-    await write_events(db, [
-        execution_event(EventType.PENDING, **common, id="h0", sequence=0,
-                        time=now - timedelta(minutes=9)),
-        execution_event(EventType.COMPLETED, **common, id="h9", sequence=9,
-                        time=now - timedelta(minutes=1), end_time=now - timedelta(minutes=1),
-                        duration_ms=9223372036854775807),
-    ])  # fmt: skip
+    await write_events(db, huge_duration(now))
     page = (await client.get("/report", params={"id": "huge"})).text
     cards = {
         k: html.unescape(v) for k, v in re.findall(r"<span>([^<]+)</span><b[^>]*>([^<]*)</b>", page)

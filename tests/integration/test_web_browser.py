@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -33,12 +33,12 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exectrack.producer.events import EventType, execution_event
 from tests.support.read import (
     SEED,
     Run,
     free_port,
     hostile_runs,
+    huge_duration,
     seed,
     write_events,
     write_runs,
@@ -213,14 +213,7 @@ async def test_a_huge_duration_fits_its_card_and_the_chart(
 ) -> None:
     """duration_ms = 2**63 - 1: every card keeps its text inside; the y labels are short."""
     now = datetime.now(UTC).replace(microsecond=0)
-    common = {"execution_id": "exe-huge", "report_id": "huge", "source": "/tests"}
-    await write_events(db, [
-        execution_event(EventType.PENDING, **common, id="h0", sequence=0,
-                        time=now - timedelta(minutes=9)),
-        execution_event(EventType.COMPLETED, **common, id="h9", sequence=9,
-                        time=now - timedelta(minutes=1), end_time=now - timedelta(minutes=1),
-                        duration_ms=2**63 - 1),
-    ])  # fmt: skip
+    await write_events(db, huge_duration(now))
     driver = browser
     driver.get(served + "/report?id=huge")
     WebDriverWait(driver, 15).until(

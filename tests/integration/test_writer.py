@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exectrack.consumer.db.engine import create_engine
@@ -95,23 +94,6 @@ async def test_two_writers_on_the_same_executions_converge(
         assert rows[eid] == expected_row(events, policy.default[rows[eid]["status"]]), eid
     # the writers really raced: some transactions met the other's insert and were redone
     assert attempts > 30, "no concurrent insert happened: the test did not test the race"
-
-
-@pytest.fixture
-async def refusing_trigger(db: AsyncEngine):
-    """Make the real database refuse any execution whose id starts with 'poison'."""
-    async with db.begin() as conn:
-        for when in ("INSERT", "UPDATE"):
-            await conn.execute(text(
-                f"CREATE TRIGGER refuse_poison_{when.lower()} BEFORE {when} ON report_executions "
-                "FOR EACH ROW BEGIN IF NEW.execution_id LIKE 'poison%' THEN "
-                "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by test trigger'; "
-                "END IF; END"
-            ))  # fmt: skip
-    yield
-    async with db.begin() as conn:
-        await conn.execute(text("DROP TRIGGER IF EXISTS refuse_poison_insert"))
-        await conn.execute(text("DROP TRIGGER IF EXISTS refuse_poison_update"))
 
 
 @pytest.mark.usefixtures("refusing_trigger")

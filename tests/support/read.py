@@ -173,6 +173,19 @@ def failed_without_end_time(execution_id: str, now: datetime) -> list[ExecutionE
     ]  # fmt: skip
 
 
+def huge_duration(now: datetime) -> list[ExecutionEvent]:
+    """Execution ``exe-huge`` of report ``huge``: ``pending`` 9 minutes ago, then
+    ``completed`` a minute ago with ``duration_ms`` = 2**63 - 1 (the largest BIGINT)."""
+    common = {"execution_id": "exe-huge", "report_id": "huge", "source": "/tests"}
+    return [
+        execution_event(EventType.PENDING, **common, id="h0", sequence=0,
+                        time=now - timedelta(minutes=9)),
+        execution_event(EventType.COMPLETED, **common, id="h9", sequence=9,
+                        time=now - timedelta(minutes=1), end_time=now - timedelta(minutes=1),
+                        duration_ms=2**63 - 1),
+    ]  # fmt: skip
+
+
 async def write_events(engine: AsyncEngine, events: list[ExecutionEvent]) -> None:
     """Fold ``events`` and write them through the consumer's writer."""
     await BatchWriter(engine, RetentionPolicy()).write(fold_events(events), {})

@@ -144,7 +144,35 @@ class Capture:
 _NEEDS_CRAMJAM = {"zstd": has_zstd, "lz4": has_lz4, "snappy": has_snappy}
 
 
-class Publisher:
+class StartStop:
+    """An async context manager over ``start()`` (on entry) and ``stop()`` (on exit, always).
+
+    Shared by ``Publisher`` and ``testing.InMemoryPublisher``; an error inside the
+    block propagates after ``stop()``.
+    """
+
+    async def start(self) -> None:
+        """Get ready to publish (the subclass says how)."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop publishing (the subclass says how)."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class Publisher(StartStop):
     """An ``AIOKafkaProducer`` that speaks events; an async context manager.
 
     ``settings`` is a ``KafkaSettings`` (or a whole ``ProducerSettings``; by
@@ -274,18 +302,6 @@ class Publisher:
         if self._failures:
             log.error("messages failed", count=len(self._failures), first=str(self._failures[0]))
             self._failures = []
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------ sending
     async def publish(self, event: Event) -> Delivery:

@@ -70,8 +70,6 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from exectrack.producer._kafka import Partitioner, flush_error
 from exectrack.producer.errors import InvalidEvent, InvalidReason, PublishError
@@ -83,7 +81,14 @@ from exectrack.producer.events import (
     parse_event,
     to_json,
 )
-from exectrack.producer.publisher import Capture, Delivery, Headers, RawRecord, SentBatch
+from exectrack.producer.publisher import (
+    Capture,
+    Delivery,
+    Headers,
+    RawRecord,
+    SentBatch,
+    StartStop,
+)
 from exectrack.producer.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC
 
 __all__ = ["InMemoryPublisher", "StoredMessage", "captured_events"]
@@ -102,7 +107,7 @@ class StoredMessage:
     timestamp_ms: int
 
 
-class InMemoryPublisher:
+class InMemoryPublisher(StartStop):
     """Stores what it is sent; ``events`` holds the valid ones, parsed back."""
 
     def __init__(
@@ -171,18 +176,6 @@ class InMemoryPublisher:
         failures, self._failures = self._failures, []
         if failures:
             raise flush_error(failures)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------ sending
     async def publish(self, event: Event) -> Delivery:

@@ -29,13 +29,16 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from exectrack.consumer.errors import DatabaseTlsError
 from exectrack.consumer.settings import DatabaseSettings, database_url
+
+T = TypeVar("T")
 
 SESSION_INIT = "SET time_zone = '+00:00'"
 
@@ -168,3 +171,15 @@ def create_engine(
         event.listen(engine.sync_engine.pool, "checkin", _mark_idle)
         event.listen(engine.sync_engine.pool, "close", _forget_dropped(idle_timeout_s))
     return engine
+
+
+async def with_engine(settings: DatabaseSettings, job: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """``job``'s result on a new engine for ``settings``, disposed of afterwards (even on error).
+
+    For one-shot commands; errors of ``create_engine`` and of ``job`` propagate.
+    """
+    engine = create_engine(settings)
+    try:
+        return await job(engine)
+    finally:
+        await engine.dispose()

@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import UnknownTopicOrPartitionError, for_code
 from pydantic import BaseModel, Field
 
-from exectrack.consumer.dlq.letter import HEADER_PREFIX, TRUNCATED
+from exectrack.consumer.dlq.letter import HEADER_PREFIX, TRUNCATED, KafkaRecordBytes
 from exectrack.consumer.errors import BadQuery, DeadLetterTopicMissing
 from exectrack.consumer.kafka import reader
 from exectrack.producer.settings import KafkaSettings
@@ -114,33 +114,13 @@ def _time(raw: str | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
-class DeadLetterRecord:
-    """One record of the dead-letter topic, bytes as stored.
-
-    ``timestamp``: its Kafka timestamp (ms since the epoch); ``headers``: every
-    header in record order (a null header value as ``b""``).
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
+class DeadLetterRecord(KafkaRecordBytes):
+    """One record of the dead-letter topic, bytes as stored (fields as ``KafkaRecordBytes``)."""
 
     @classmethod
     def of(cls, record: Any) -> DeadLetterRecord:
         """From an aiokafka ``ConsumerRecord`` (or alike)."""
-        return cls(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            timestamp=record.timestamp,
-            key=record.key,
-            value=record.value,
-            headers=tuple((k, v if v is not None else b"") for k, v in (record.headers or ())),
-        )
+        return cls(**cls.fields_of(record))
 
     def header(self, name: str) -> str | None:
         """The last header ``name`` as UTF-8 text (invalid bytes replaced); None if absent."""

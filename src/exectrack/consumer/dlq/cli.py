@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 from aiokafka.errors import KafkaError
 
-from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.engine import with_engine
 from exectrack.consumer.dlq import browse
 from exectrack.consumer.dlq.browse import DeadLetterRecord, DeadLetterView
 from exectrack.consumer.dlq.letter import HEADER_PREFIX
@@ -325,13 +325,12 @@ def redrive_command(
     )
 
     async def job() -> RedriveSummary:
-        engine = create_engine(settings.database)
-        try:
-            return await redrive(
+        return await with_engine(
+            settings.database,
+            lambda engine: redrive(
                 engine, settings.kafka, selection, apply=apply, retry_unconfirmed=retry_unconfirmed
-            )
-        finally:
-            await engine.dispose()
+            ),
+        )
 
     try:
         summary = _run(settings, job())

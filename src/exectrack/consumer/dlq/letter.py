@@ -182,14 +182,14 @@ def _fit_parts(
 
 
 @dataclass(frozen=True)
-class DeadLetter:
-    """One record that goes to the dead-letter topic, and why (CONTRACT.md, "Invalid input").
+class KafkaRecordBytes:
+    """A Kafka record's place and bytes, as fetched: the fields a dead letter carries.
 
-    ``topic``, ``partition``, ``offset``: where the record is in the source
-    topic; ``timestamp``: its Kafka timestamp (ms since the epoch); ``key``,
-    ``value``, ``headers``: its bytes as fetched (a null header value as
-    ``b""``); ``reason``: an ``InvalidReason`` code, ``db_refused`` or
-    ``undecodable_record``; ``error``: the human-readable detail.
+    ``topic``, ``partition``, ``offset``: where the record is; ``timestamp``: its
+    Kafka timestamp (ms since the epoch); ``key``, ``value``, ``headers``: its
+    bytes, every header in record order (a null header value as ``b""``).
+    Shared by ``DeadLetter`` (on its way to the dead-letter topic) and
+    ``browse.DeadLetterRecord`` (read back from it).
     """
 
     topic: str
@@ -199,23 +199,37 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+
+    @staticmethod
+    def fields_of(record: Any) -> dict[str, Any]:
+        """The seven fields of an aiokafka ``ConsumerRecord`` (or alike); null headers as b""."""
+        return {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "timestamp": record.timestamp,
+            "key": record.key,
+            "value": record.value,
+            "headers": tuple((k, v if v is not None else b"") for k, v in (record.headers or ())),
+        }
+
+
+@dataclass(frozen=True)
+class DeadLetter(KafkaRecordBytes):
+    """One record that goes to the dead-letter topic, and why (CONTRACT.md, "Invalid input").
+
+    The record's fields as ``KafkaRecordBytes`` (where it is in the source
+    topic, its bytes as fetched), then ``reason``: an ``InvalidReason`` code,
+    ``db_refused`` or ``undecodable_record``; ``error``: the human-readable detail.
+    """
+
     reason: str
     error: str
 
     @classmethod
     def of(cls, record: Any, reason: str, error: str) -> DeadLetter:
         """The letter for ``record`` (an aiokafka ``ConsumerRecord``, or alike)."""
-        return cls(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            timestamp=record.timestamp,
-            key=record.key,
-            value=record.value,
-            headers=tuple((k, v if v is not None else b"") for k, v in (record.headers or ())),
-            reason=reason,
-            error=error,
-        )
+        return cls(**cls.fields_of(record), reason=reason, error=error)
 
     @property
     def source(self) -> dict[str, Any]:

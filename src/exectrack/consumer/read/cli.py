@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.engine import with_engine
 from exectrack.consumer.errors import BadPeriod, BadQuery
 from exectrack.consumer.read.queries import (
     DEFAULT_SORT,
@@ -162,15 +162,8 @@ def build_filter(options: dict[str, Any]) -> ExecutionFilter:
 def _run(job: Callable[[AsyncEngine], Awaitable[T]]) -> tuple[Settings, T]:
     settings = Settings()
 
-    async def main() -> T:
-        engine = create_engine(settings.database)
-        try:
-            return await job(engine)
-        finally:
-            await engine.dispose()
-
     try:
-        return settings, asyncio.run(main())
+        return settings, asyncio.run(with_engine(settings.database, job))
     except BadQuery as exc:
         hint = OPTION_OF.get(exc.argument, exc.argument)
         raise click.BadParameter(

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exectrack.consumer.db.engine import create_engine
+from exectrack.consumer.db.engine import with_engine
 from exectrack.consumer.failures import database_failure, database_reason
 from exectrack.consumer.logs import configure_logging
 from exectrack.consumer.retention.policy import RetentionPolicy, parse_period
@@ -51,15 +51,8 @@ def _settings() -> Settings:
 
 
 def _run(settings: Settings, job: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    async def main() -> T:
-        engine = create_engine(settings.database)
-        try:
-            return await job(engine)
-        finally:
-            await engine.dispose()
-
     try:
-        return asyncio.run(main())
+        return asyncio.run(with_engine(settings.database, job))
     except SQLAlchemyError as exc:
         error = getattr(exc, "orig", None) or exc
         if database_reason(exc, settings.database)[1]:  # credentials or TLS: say which
