@@ -62,7 +62,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -182,7 +182,12 @@ def flat_payload(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def flat_record(row: Mapping[str, Any]) -> bytes:
     """The JsonConverter message of a row: ``{"schema": connect_schema(), "payload": ...}``."""
-    return b'{"schema":' + SCHEMA_JSON + b',"payload":' + orjson.dumps(flat_payload(row)) + b"}"
+    return with_schema(orjson.dumps(flat_payload(row)))
+
+
+def with_schema(payload: bytes) -> bytes:
+    """A serialized payload wrapped with the schema (kept apart until publishing: ~1.4 KB)."""
+    return b'{"schema":' + SCHEMA_JSON + b',"payload":' + payload + b"}"
 
 
 def period_of(policy: RetentionPolicy, fold: ExecutionFold) -> timedelta | None:
@@ -238,7 +243,7 @@ class Workload:
     """The simulation, flattened: what both topics get and what the tables must hold."""
 
     config: SimConfig
-    flat: list[tuple[bytes, bytes]]  # (key, JsonConverter value), publishing order
+    flat: list[tuple[bytes, bytes]]  # (key, payload: with_schema() makes the value), in order
     expected: dict[str, tuple[Any, ...]]  # execution_id -> comparable(final row)
 
 
@@ -262,7 +267,7 @@ def flatten(config: SimConfig, policy: RetentionPolicy) -> Workload:
         events = [parse_event(value, [], execution_id.encode()) for value in values]
         rows, final = lifecycle_rows([e for e in events if isinstance(e, ExecutionEvent)], policy)
         expected[execution_id] = comparable(final)
-        records.update((event_id, flat_record(row)) for event_id, row in rows.items())
+        records.update((eid, orjson.dumps(flat_payload(row))) for eid, row in rows.items())
     return Workload(config, [(key, records[eid]) for key, eid in arrivals], expected)
 
 
@@ -454,6 +459,7 @@ class Run:
     missing_rows: int
     load_1m: float  # os.getloadavg()[0] just before the run
     machine_busy: float  # both CPUs, /proc/stat, over the run
+    wrong_columns: dict[str, int]  # column -> wrong rows differing in it
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -470,6 +476,7 @@ class Run:
             "missing_rows": self.missing_rows,
             "load_1m_before": round(self.load_1m, 2),
             "machine_cpu_busy": round(self.machine_busy, 3),
+            "wrong_columns": self.wrong_columns,
         }
 
 
@@ -528,6 +535,18 @@ def wrong_rows(
     missing = sum(1 for eid in expected if eid not in found)
     wrong = sum(1 for eid, row in found.items() if expected.get(eid) != row)
     return wrong, missing
+
+
+def differing_columns(
+    expected: Mapping[str, tuple[Any, ...]], found: Mapping[str, tuple[Any, ...]]
+) -> dict[str, int]:
+    """Column -> how many found rows (of executions expected) differ from the fold's in it."""
+    counts: Counter[str] = Counter()
+    for eid, row in found.items():
+        want = expected.get(eid)
+        if want is not None and want != row:
+            counts.update(n for n, a, b in zip(ROW_COLUMNS, want, row, strict=True) if a != b)
+    return dict(counts.most_common())
 
 
 PEER_TABLE_CHANGES = (  # exectrack's table, without what only exectrack's fold writes
@@ -708,14 +727,16 @@ class Bench:
     ) -> Run:
         found = await table_rows(url)
         wrong, missing = wrong_rows(self.expected, found)
+        columns = differing_columns(self.expected, found)
         run = Run(
-            who, round_, messages, seconds, cpu_s, rss, len(found), wrong, missing, load, busy
-        )
+            who, round_, messages, seconds, cpu_s, rss, len(found), wrong, missing, load, busy,
+            columns,
+        )  # fmt: skip
         print(
             f"round {round_} {who:<14} {messages / seconds:>9,.0f} events/s, "
             f"{cpu_s * 100_000 / messages:5.2f} CPU s/100k, peak RSS {rss:,.0f} MB, "
             f"rows {len(found):,}, wrong {wrong:,}, missing {missing:,} (load {load:.2f}, "
-            f"machine busy {busy:.0%})",
+            f"machine busy {busy:.0%})" + (f"; wrong columns: {columns}" if columns else ""),
             flush=True,
         )
         return run
@@ -760,8 +781,8 @@ async def bench(events: int, seed: int, rounds: int, defaults_runs: int) -> dict
     try:
         async with topics(base.kafka, uuid.uuid4().hex[:8]) as (ours, theirs):
             ours_n, _ = await preload(ours, config)
-            theirs_n = await publish(theirs, workload.flat)
-            flat_bytes = sum(len(v) for _, v in workload.flat) / theirs_n
+            theirs_n = await publish(theirs, ((k, with_schema(v)) for k, v in workload.flat))
+            flat_bytes = sum(len(with_schema(v)) for _, v in workload.flat) / theirs_n
             del workload.flat
             print(
                 f"published {ours_n:,} CloudEvents to {ours.topic}, {theirs_n:,} row-shaped "

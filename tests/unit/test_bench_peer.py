@@ -15,10 +15,12 @@ from bench.peer import (
     comparable,
     connect_schema,
     connector_properties,
+    differing_columns,
     flat_payload,
     flat_record,
     lifecycle_rows,
     micros,
+    with_schema,
     wrong_rows,
 )
 from exectrack.consumer.db.repository import EXECUTION_COLUMNS
@@ -136,3 +138,19 @@ def test_the_sink_upserts_by_execution_id_tuned_or_not() -> None:
     assert not set(TUNED) & set(defaults)
     assert tuned == {**defaults, **TUNED}
     assert int(tuned["consumer.override.max.poll.records"]) >= int(tuned["batch.size"])
+
+
+def test_the_wrong_rows_say_which_columns_differ() -> None:
+    rows, final = lifecycle_rows(LIFECYCLE, POLICY)
+    expected = {"e-1": comparable(final)}
+    assert differing_columns(expected, {"e-1": comparable(final)}) == {}
+    late = comparable(rows["id-2"])  # the progress event's row, arrived last
+    assert differing_columns(expected, {"e-1": late}) == {
+        "status": 1, "end_time": 1, "duration_ms": 1, "records_processed": 1,
+        "result_summary": 1, "retention_until": 1, "last_event_at": 1,
+    }  # fmt: skip
+
+
+def test_the_payload_travels_without_the_schema_until_published() -> None:
+    _, final = lifecycle_rows(LIFECYCLE, POLICY)
+    assert with_schema(orjson.dumps(flat_payload(final))) == flat_record(final)
