@@ -161,6 +161,12 @@ def micros(value: datetime) -> int:
     return (value - EPOCH) // ONE_US
 
 
+def compact(data: bytes) -> bytes:
+    """A copy of ``data`` in a buffer of its own size: orjson's output keeps the ~4 KiB
+    buffer it was written into, so a million of them kept would hold ~4 GB."""
+    return bytes(memoryview(data))
+
+
 def flat_payload(row: Mapping[str, Any]) -> dict[str, Any]:
     """A fold row (``ExecutionFold.to_row``) as the flat record's payload: ``COLUMNS`` only,
     times in microseconds, enums by value, JSON columns serialized (``dumps_json``)."""
@@ -230,7 +236,7 @@ def comparable(row: Mapping[Any, Any]) -> tuple[Any, ...]:
             out.append(micros(value if value.tzinfo else value.replace(tzinfo=UTC)))
         elif name in JSON_COLUMNS:
             parsed = orjson.loads(value) if isinstance(value, str | bytes) else value
-            out.append(orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS))
+            out.append(compact(orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS)))
         elif isinstance(value, Enum):
             out.append(value.value)
         else:
@@ -259,7 +265,7 @@ def flatten(config: SimConfig, policy: RetentionPolicy) -> Workload:
         event = message.event
         if isinstance(event, ExecutionEvent):  # None for invalid messages
             arrivals.append((message.key, event.id))
-            by_execution[event.data.execution_id][message.value] = None
+            by_execution[event.data.execution_id][compact(message.value)] = None
     records: dict[str, bytes] = {}
     expected: dict[str, tuple[Any, ...]] = {}
     while by_execution:
@@ -267,7 +273,7 @@ def flatten(config: SimConfig, policy: RetentionPolicy) -> Workload:
         events = [parse_event(value, [], execution_id.encode()) for value in values]
         rows, final = lifecycle_rows([e for e in events if isinstance(e, ExecutionEvent)], policy)
         expected[execution_id] = comparable(final)
-        records.update((eid, orjson.dumps(flat_payload(row))) for eid, row in rows.items())
+        records.update((eid, compact(orjson.dumps(flat_payload(row)))) for eid, row in rows.items())
     return Workload(config, [(key, records[eid]) for key, eid in arrivals], expected)
 
 
