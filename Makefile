@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STACK  := bash deploy/local/stack.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock lock-upgrade up down status logs migrate run test test-all faults lint fmt bench clean
+.PHONY: help venv lock lock-upgrade up down status logs migrate run test test-all faults lint fmt bench bench-peer clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ fmt: venv  ## format the code
 
 bench: venv up migrate  ## the full benchmark (long): bench/README.md
 	$(BIN)/python -m bench --profile full
+
+bench-peer: venv up  ## exectrack beside Kafka Connect + the Debezium JDBC sink (long; java, mvn)
+	$(BIN)/python -m bench.peer
 
 clean:  ## remove the venv and the local stack's data (keeps the Kafka jar cache)
 	$(STACK) reset
