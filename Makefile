@@ -54,8 +54,9 @@ status:  ## are they running?
 logs:  ## tail their logs
 	$(STACK) logs
 
+# the stack's settings (its ports may be moved: EXECTRACK_LOCAL_*_PORT), as run.sh reads them
 migrate: venv up  ## create/upgrade the schema in the local database
-	$(BIN)/exectrack-consumer migrate
+	eval "$$($(STACK) env)" && $(BIN)/exectrack-consumer migrate
 
 run: venv up migrate  ## the main job: consumer fed by the simulator (see README)
 	bash deploy/local/run.sh
