@@ -7,11 +7,13 @@ live here.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from exectrack.consumer.logs import configure_logging
 from exectrack.consumer.settings import Settings
+from exectrack.producer.settings import KafkaSettings
 
 
 def setup_logging() -> None:
@@ -59,3 +61,20 @@ class MachineCpu:
     def busy(self) -> float:
         busy, total = self._read()
         return (busy - self._start[0]) / max(1, total - self._start[1])
+
+
+def consumer_env(kafka: KafkaSettings, url: str, group: str, **extra: str) -> dict[str, str]:
+    """The environment of a child ``exectrack-consumer consume`` in a benchmark: this
+    process's, pointed at ``kafka``'s topics, the database ``url`` and the consumer group
+    ``group``, no health server, warnings only; ``extra`` adds or overrides variables."""
+    return {
+        **os.environ,
+        "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "EXECTRACK_KAFKA__TOPIC": kafka.topic,
+        "EXECTRACK_KAFKA__DLQ_TOPIC": kafka.dlq_topic,
+        "EXECTRACK_DATABASE__URL": url,
+        "EXECTRACK_GROUP_ID": group,
+        "EXECTRACK_HEALTH_PORT": "0",
+        "EXECTRACK_LOG_LEVEL": "warning",
+        **extra,
+    }

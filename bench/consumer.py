@@ -58,7 +58,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import make_url
 
-from bench import MachineCpu, peak_rss_mb, setup_logging, write_result
+from bench import MachineCpu, consumer_env, peak_rss_mb, setup_logging, write_result
 from bench.replay import CONSUMER, run_child
 from exectrack.consumer.db import migrate
 from exectrack.consumer.db.admin import create_database, drop_database
@@ -160,16 +160,7 @@ async def consumer_processes(
     """``count`` x ``exectrack-consumer consume`` in one group until its lag is 0, then SIGTERM.
 
     Returns (seconds, each child's own peak RSS in MB, read just before SIGTERM)."""
-    env = {
-        **os.environ,
-        "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "EXECTRACK_KAFKA__TOPIC": kafka.topic,
-        "EXECTRACK_KAFKA__DLQ_TOPIC": kafka.dlq_topic,
-        "EXECTRACK_DATABASE__URL": url,
-        "EXECTRACK_GROUP_ID": group,
-        "EXECTRACK_HEALTH_PORT": "0",
-        "EXECTRACK_LOG_LEVEL": "warning",
-    }
+    env = consumer_env(kafka, url, group)
     started = time.perf_counter()
     procs = [
         subprocess.Popen(  # noqa: S603, ASYNC220 - our own console script, polled below

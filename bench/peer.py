@@ -79,7 +79,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench import MachineCpu, peak_rss_mb, setup_logging, write_result
+from bench import MachineCpu, consumer_env, peak_rss_mb, setup_logging, write_result
 from bench.consumer import PARTITIONS, group_lag
 from bench.producer import executions_for
 from bench.replay import CONSUMER, preload, submit
@@ -664,16 +664,7 @@ class Bench:
     async def exectrack(self, kafka: KafkaSettings, messages: int, round_: int) -> tuple[Run, str]:
         url = await self.databases.fresh(peer=False)
         group = f"peer-bench-{uuid.uuid4().hex[:8]}"
-        env = {
-            **os.environ,
-            "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "EXECTRACK_KAFKA__TOPIC": kafka.topic,
-            "EXECTRACK_KAFKA__DLQ_TOPIC": kafka.dlq_topic,
-            "EXECTRACK_DATABASE__URL": url,
-            "EXECTRACK_GROUP_ID": group,
-            "EXECTRACK_HEALTH_PORT": "0",
-            "EXECTRACK_LOG_LEVEL": "warning",
-        }
+        env = consumer_env(kafka, url, group)
         load, cpu = os.getloadavg()[0], MachineCpu()
         seconds, cpu_s, rss = await drain(
             [str(CONSUMER), "consume"], env, kafka, group, self.work / "exectrack.log"

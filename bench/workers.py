@@ -39,7 +39,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from bench import MachineCpu, peak_rss_mb, setup_logging, write_result
+from bench import MachineCpu, consumer_env, peak_rss_mb, setup_logging, write_result
 from bench.consumer import PARTITIONS, Topic, count_rows, scratch_databases, simulated_topic
 from bench.replay import CONSUMER
 from exectrack.consumer.kafka import reader
@@ -91,17 +91,7 @@ async def run(topic: Topic, url: str, workers: int, run_id: str) -> dict[str, An
     """One ``consume --workers N`` from start to the end of the topic; its figures."""
     group = f"bench-workers-{topic.suffix}-{run_id}"
     kafka = topic.kafka
-    env = {
-        **os.environ,
-        "EXECTRACK_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "EXECTRACK_KAFKA__TOPIC": kafka.topic,
-        "EXECTRACK_KAFKA__DLQ_TOPIC": kafka.dlq_topic,
-        "EXECTRACK_DATABASE__URL": url,
-        "EXECTRACK_GROUP_ID": group,
-        "EXECTRACK_HEALTH_PORT": "0",
-        "EXECTRACK_LOG_LEVEL": "warning",
-        "EXECTRACK_CREATE_TOPICS": "false",
-    }
+    env = consumer_env(kafka, url, group, EXECTRACK_CREATE_TOPICS="false")
     load_1m = os.getloadavg()[0]
     async with Progress(topic, group) as progress:
         cpu = MachineCpu()
